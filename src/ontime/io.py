@@ -1,0 +1,68 @@
+"""Atomic outputs and deterministic serialisation shared by every stage.
+
+A stage writes each output under a temporary name beside its final path and renames them all at the
+end, so a failed stage leaves no half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: str | Path) -> Iterator[list[Path]]:
+    """Yield temporary paths for ``paths``; on success move them into place, on error delete them.
+
+    Each temporary path is a fresh, not-yet-existing name in the same folder as its target (so the
+    final rename stays on one file system). The caller creates a file or a folder there.
+    """
+    finals = [Path(p) for p in paths]
+    temps: list[Path] = []
+    for final in finals:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(handle)
+        os.unlink(name)
+        temps.append(Path(name))
+    try:
+        yield temps
+    except BaseException:
+        for temp in temps:
+            _remove(temp)
+        raise
+    for temp, final in zip(temps, finals, strict=True):
+        if not temp.exists():
+            raise RuntimeError(f"stage did not write its output {final}")
+    for temp, final in zip(temps, finals, strict=True):
+        _remove(final)
+        temp.rename(final)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as sorted, indented JSON with a trailing newline (stable diffs)."""
+    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(df: pl.DataFrame, path: str | Path) -> None:
+    """Parquet with fixed settings so the same frame gives the same bytes."""
+    df.write_parquet(path, compression="zstd", compression_level=3, statistics=True)
