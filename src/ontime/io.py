@@ -64,5 +64,11 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path) -> None:
-    """Parquet with fixed settings so the same frame gives the same bytes."""
-    df.write_parquet(path, compression="zstd", compression_level=3, statistics=True)
+    """Parquet with fixed settings so the same frame gives the same bytes.
+
+    Row groups follow the frame's in-memory chunks, which depend on thread scheduling: rechunk
+    and fix the row-group size so the layout depends on the data alone.
+    """
+    df.rechunk().write_parquet(
+        path, compression="zstd", compression_level=3, statistics=True, row_group_size=131_072
+    )

@@ -1,0 +1,6 @@
+"""Models for flight-delay prediction: the tabular preprocessor and the PyTorch networks.
+
+- `preprocess.Preprocessor`: imputes, scales and encodes a polars frame into model arrays.
+- `mlp.MLP`: an MLP with optional periodic or piecewise-linear numeric embeddings.
+- `ft_transformer.FTTransformer`: the FT-Transformer of Gorishniy et al. (2021).
+"""

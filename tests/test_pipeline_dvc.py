@@ -1,0 +1,113 @@
+"""The data stages through real `dvc repro` / `dvc exp run` in a temporary git+DVC repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import run
+
+pytestmark = pytest.mark.slow
+
+DATA_STAGES = ("collect", "clean", "featurize", "split")
+
+
+def ran(output: str) -> set[str]:
+    return {s for s in DATA_STAGES if f"Running stage '{s}'" in output}
+
+
+def test_dvc_repro_data_stages(repo: Path) -> None:
+    run(["ontime", "params", "experiment=smoke"], repo)
+    run(["git", "commit", "-qam", "smoke params"], repo)
+
+    dag = run(["dvc", "dag", "split"], repo).stdout
+    for stage in DATA_STAGES:
+        assert stage in dag
+
+    first = run(["dvc", "repro", "split"], repo)
+    assert ran(first.stdout) == set(DATA_STAGES), first.stdout
+    for part in ("train", "train_valid", "finetune", "finetune_valid", "test"):
+        assert pl.read_parquet(repo / f"data/split/{part}.parquet").height > 0
+    split = json.loads((repo / "metrics/split.json").read_text())
+    assert split["test"]["first"].startswith("2013-02-10")
+    clean = json.loads((repo / "metrics/clean.json").read_text())
+    assert clean["tables"]["flights"]["rows_in"] == 336_776
+
+    # Nothing changed: a second repro runs nothing and DVC reports everything up to date.
+    second = run(["dvc", "repro", "split"], repo)
+    assert ran(second.stdout) == set(), second.stdout
+    assert "up to date" in run(["dvc", "status"], repo).stdout.lower()
+    # DVC metrics are readable by `dvc metrics show`.
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    assert shown, shown
+
+    # A clean parameter re-runs clean and what follows, never collect (Hydra composes conf/ here).
+    exp = run(["dvc", "exp", "run", "-S", "experiment=smoke", "-S", "clean.label.threshold=30"], repo)
+    assert ran(exp.stdout) == {"clean", "featurize", "split"}, exp.stdout
+    rate_30 = json.loads((repo / "metrics/clean.json").read_text())["label"]["positive_rate"]
+    assert rate_30 < clean["label"]["positive_rate"]
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    thresholds = [
+        exp["data"]["params"]["params.yaml"]["data"]["clean"]["label"]["threshold"]
+        for commit in shown
+        for exp in commit.get("experiments") or []
+        for exp in exp["revs"]
+    ]
+    assert 30 in thresholds, thresholds
+
+
+def test_generic_table_through_dvc(repo: Path) -> None:
+    # A table of our own: a timestamp, numbers, a category, a 0/1 target, written by the test.
+    n = 600
+    rows = [
+        {
+            "when": f"2021-{1 + i % 6:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00",
+            "amount": float(i % 97) * 1.5,
+            "clicks": i % 13,
+            "segment": "abcd"[i % 4],
+            "churned": int((i % 97) > 60),
+            "customer_id": f"c{i}",
+        }
+        for i in range(n)
+    ]
+    (repo / "data/external").mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_csv(repo / "data/external/customers.csv")
+    run(
+        [
+            "ontime", "params",
+            "data=table",
+            "data.tables.table=data/external/customers.csv",
+            "+data.dtypes.table.when=Datetime",
+            "clean.label.column=churned",
+            "featurize.time_column=when",
+            "featurize.derived=[calendar,holidays]",
+            "featurize.exclude=[customer_id]",
+            "split.method=time",
+            "split.windows.train={start: '2021-01-01', end: '2021-04-01'}",
+            "split.windows.finetune={start: '2021-04-01', end: '2021-05-15'}",
+            "split.windows.test={start: '2021-05-15', end: '2021-07-01'}",
+            "split.valid_days=7",
+        ],
+        repo,
+    )  # fmt: skip
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "own table"], repo)
+    out = run(["dvc", "repro", "split"], repo)
+    assert ran(out.stdout) == set(DATA_STAGES), out.stdout
+
+    spec = json.loads((repo / "data/features/spec.json").read_text())
+    kinds = {f["name"]: f["kind"] for f in spec["features"]}
+    assert spec["time_column"] == "when"
+    assert kinds["segment"] == "categorical"
+    assert kinds["amount"] == "numeric"
+    assert "churned" not in kinds
+    assert "customer_id" not in kinds
+    assert "when" not in kinds
+    assert {"cal_month", "cal_weekday", "days_to_holiday"} <= set(kinds)
+    split = json.loads((repo / "metrics/split.json").read_text())
+    assert sum(v["rows"] for v in split.values()) == n
+    test = pl.read_parquet(repo / "data/split/test.parquet")
+    assert test.get_column("when").dt.month().min() >= 5
