@@ -39,7 +39,7 @@ def test_dvc_repro_data_stages(repo: Path) -> None:
     # Nothing changed: a second repro runs nothing and DVC reports everything up to date.
     second = run(["dvc", "repro", "split"], repo)
     assert ran(second.stdout) == set(), second.stdout
-    assert "up to date" in run(["dvc", "status"], repo).stdout.lower()
+    assert "up to date" in run(["dvc", "status", "split"], repo).stdout.lower()
     # DVC metrics are readable by `dvc metrics show`.
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert shown, shown
@@ -111,3 +111,43 @@ def test_generic_table_through_dvc(repo: Path) -> None:
     assert sum(v["rows"] for v in split.values()) == n
     test = pl.read_parquet(repo / "data/split/test.parquet")
     assert test.get_column("when").dt.month().min() >= 5
+
+
+def test_dvc_repro_through_evaluate(repo: Path) -> None:
+    tiny = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
+    run(["ontime", "params", "experiment=smoke", *tiny], repo)
+    run(["git", "commit", "-qam", "smoke params"], repo)
+    out = run(["dvc", "repro", "evaluate"], repo)
+    assert {"train", "baseline", "evaluate"} <= {
+        s for s in ("train", "baseline", "evaluate") if f"Running stage '{s}'" in out.stdout
+    }
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert set(metrics) == {"base", "lgbm_train", "lgbm_all"}
+    for block in metrics.values():
+        assert 0 < block["threshold"] < 1
+        assert block["test"]["roc_auc"] > 0.55
+        assert set(block["test"]) >= {"accuracy", "precision", "recall", "f1", "pr_auc", "log_loss", "brier"}
+
+    # dvc exp show: one column per candidate and metric
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    workspace = shown[0]["data"]["metrics"]
+    assert (
+        workspace["metrics/evaluate.json"]["data"]["base"]["test"]["roc_auc"]
+        == metrics["base"]["test"]["roc_auc"]
+    )
+    table = run(["dvc", "exp", "show", "--no-pager", "--md"], repo).stdout
+    assert "base.test.roc_auc" in table
+    assert "lgbm_all.test.roc_auc" in table
+
+    # dvc plots: training curves and the evaluation plots render
+    plots = run(["dvc", "plots", "show", "--json"], repo).stdout
+    for name in ("valid/roc_auc", "ROC curve (test window)", "Calibration (test window)", "confusion"):
+        assert name in plots, name
+
+    # a train param re-runs train and evaluate only
+    exp = run(
+        ["dvc", "exp", "run", "-S", "experiment=smoke", *(f"-S{o}" for o in tiny), "-S", "train.lr=0.003"],
+        repo,
+    )
+    ran_now = {s for s in ("split", "train", "baseline", "evaluate") if f"Running stage '{s}'" in exp.stdout}
+    assert ran_now == {"train", "evaluate"}, exp.stdout

@@ -37,6 +37,24 @@ def _split(a: argparse.Namespace) -> None:
     split.main(a.params, a.features, a.out, a.metrics)
 
 
+def _train(a: argparse.Namespace) -> None:
+    from ontime.training import train
+
+    train.main(a.params, a.split, a.spec, a.out, a.metrics, a.checkpoints, a.live)
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from ontime.evaluation import evaluate
+
+    evaluate.main(a.params, a.split, a.spec, a.candidate, a.metrics, a.predictions, a.live)
+
+
+def _baseline(a: argparse.Namespace) -> None:
+    from ontime.training import baseline
+
+    baseline.main(a.params, a.split, a.spec, a.out, a.metrics)
+
+
 def _params(a: argparse.Namespace) -> None:
     from ontime import params
 
@@ -106,6 +124,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True, help="folder with features.parquet and spec.json")
     p.add_argument("--out", required=True, help="output folder for the parts")
     p.add_argument("--metrics", required=True, help="JSON summary of the parts")
+
+    p = stage(
+        "train",
+        _train,
+        "Train the PyTorch model (params `model`, `train`, `preprocess`) from scratch on the train "
+        "part with early stopping on train_valid. Resumes from --checkpoints after an interruption; "
+        "under `torchrun --nproc_per_node N` it trains with DDP.",
+    )
+    p.add_argument("--split", required=True, help="folder of split parts")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--metrics", required=True, help="JSON training summary")
+    p.add_argument("--checkpoints", required=True, help="checkpoint folder (kept between runs)")
+    p.add_argument("--live", required=True, help="dvclive folder for the training curves")
+
+    p = stage(
+        "baseline",
+        _baseline,
+        "Train the LightGBM baseline (params `baseline`) twice: on the train part (the neural "
+        "model's rows) and on all non-test rows; plus an expanding-window time-series CV.",
+    )
+    p.add_argument("--split", required=True, help="folder of split parts")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--out", required=True, help="output folder (one model folder per candidate)")
+    p.add_argument("--metrics", required=True, help="JSON summary: validation and CV ROC AUC")
+
+    p = stage(
+        "evaluate",
+        _evaluate,
+        "Score every candidate on the test window: accuracy, precision, recall, F1, ROC AUC, PR AUC, "
+        "log loss, Brier, at a threshold chosen on validation rows (params `evaluate`); plots.",
+    )
+    p.add_argument("--split", required=True, help="folder of split parts")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--candidate", action="append", required=True, help="a model folder; repeat")
+    p.add_argument("--metrics", required=True, help="JSON metrics, a block per candidate")
+    p.add_argument("--predictions", required=True, help="output folder for valid/test predictions")
+    p.add_argument("--live", required=True, help="dvclive folder for the plots")
     return parser
 
 

@@ -20,12 +20,14 @@ DerivedGroup = Literal["calendar", "holidays", "schedule", "aircraft_age", "traf
 SplitName = Literal["train", "finetune", "test"]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Frozen, and rejects unknown keys: the base of every params section."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------------------- data ---
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the raw tables come from and the explicit schema each is read with."""
 
     name: str
@@ -48,7 +50,7 @@ class DataConfig(_Strict):
 
 
 # -------------------------------------------------------------------------------------- clean ---
-class TableRules(_Strict):
+class TableRules(StrictModel):
     """Validation and cleaning rules for one table."""
 
     key: list[str] = Field(description="columns that identify a row; duplicates are dropped")
@@ -59,7 +61,7 @@ class TableRules(_Strict):
     references: dict[str, str] = Field(description="column -> table.column; orphans are counted")
 
 
-class LabelConfig(_Strict):
+class LabelConfig(StrictModel):
     """How the binary label is derived from a column of ``table``."""
 
     table: str
@@ -75,7 +77,7 @@ class LabelConfig(_Strict):
         return self
 
 
-class CleanConfig(_Strict):
+class CleanConfig(StrictModel):
     tables: dict[str, TableRules]
     label: LabelConfig
 
@@ -87,7 +89,7 @@ class CleanConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------------- featurize ---
-class JoinConfig(_Strict):
+class JoinConfig(StrictModel):
     table: str
     left_on: list[str]
     right_on: list[str]
@@ -101,7 +103,7 @@ class JoinConfig(_Strict):
         return self
 
 
-class FeaturizeConfig(_Strict):
+class FeaturizeConfig(StrictModel):
     base: str
     time_column: str | None
     timezone: str | None
@@ -113,7 +115,7 @@ class FeaturizeConfig(_Strict):
 
 
 # -------------------------------------------------------------------------------------- split ---
-class Window(_Strict):
+class Window(StrictModel):
     start: dt.date
     end: dt.date
 
@@ -124,7 +126,7 @@ class Window(_Strict):
         return self
 
 
-class SplitConfig(_Strict):
+class SplitConfig(StrictModel):
     method: Literal["time", "random", "stratified"]
     windows: dict[SplitName, Window]
     valid_days: int = Field(ge=1)
@@ -183,3 +185,82 @@ def seed(params: dict[str, Any]) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"params: seed must be an integer, got {value!r}; set seed: 42")
     return value
+
+
+# -------------------------------------------------------------------------------------- model ---
+class MLPConfig(StrictModel):
+    name: Literal["mlp"]
+    d_embedding_cat: int = Field(ge=1)
+    d_block: int = Field(ge=1)
+    n_blocks: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    num_embedding: Literal["none", "periodic", "piecewise_linear"]
+    d_num_embedding: int = Field(ge=1)
+    n_frequencies: int = Field(ge=1)
+    frequency_scale: float = Field(gt=0)
+    n_bins: int = Field(ge=2)
+
+
+class FTTransformerConfig(StrictModel):
+    name: Literal["ft_transformer"]
+    d_token: int = Field(ge=1)
+    n_blocks: int = Field(ge=1)
+    n_heads: int = Field(ge=1)
+    attention_dropout: float = Field(ge=0, lt=1)
+    ffn_d_hidden_factor: float = Field(gt=0)
+    ffn_dropout: float = Field(ge=0, lt=1)
+    residual_dropout: float = Field(ge=0, lt=1)
+    ffn_activation: Literal["reglu", "gelu"]
+
+
+ModelConfig = MLPConfig | FTTransformerConfig
+MODEL_CONFIGS: dict[str, type[MLPConfig] | type[FTTransformerConfig]] = {
+    "mlp": MLPConfig,
+    "ft_transformer": FTTransformerConfig,
+}
+
+
+def model_section(params: dict[str, Any], *, source: str = "params") -> ModelConfig:
+    """The ``model`` section, typed by its ``name`` (the Hydra group ``conf/model/<name>.yaml``)."""
+    name = (params.get("model") or {}).get("name")
+    if name not in MODEL_CONFIGS:
+        raise ConfigError(
+            f"{source}: model.name {name!r} is not a known model; use one of {sorted(MODEL_CONFIGS)} "
+            "(for example `dvc exp run -S model=ft_transformer`)"
+        )
+    return section(params, "model", MODEL_CONFIGS[name], source=source)
+
+
+class PreprocessConfig(StrictModel):
+    scaling: Literal["zscore", "minmax", "quantile"]
+    min_frequency: int = Field(ge=1)
+    n_quantiles: int = Field(ge=10)
+
+
+class TrainConfig(StrictModel):
+    """Optimisation settings shared by train and finetune."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    eval_batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    l1: float = Field(ge=0)
+    warmup_epochs: float = Field(ge=0)
+    min_lr_ratio: float = Field(ge=0, le=1)
+    grad_clip: float = Field(ge=0, description="max gradient norm; 0 disables clipping")
+    class_weight: Literal["none", "balanced"]
+    noise_std: float = Field(ge=0, description="Gaussian noise on scaled numeric features")
+    mask_prob: float = Field(ge=0, lt=1, description="probability of masking each feature value")
+    patience: int = Field(ge=1, description="epochs without a better validation ROC AUC")
+    device: Literal["auto", "cpu", "cuda"]
+    threads: int = Field(ge=1)
+
+
+class EvaluateConfig(StrictModel):
+    valid_part: Literal["train_valid", "finetune_valid"] = Field(
+        description="rows that choose each candidate's threshold; none of them may have trained on it"
+    )
+    threshold: Literal["f1", "cost"]
+    cost_fp: float = Field(gt=0, description="cost of a false alarm (threshold: cost)")
+    cost_fn: float = Field(gt=0, description="cost of a missed delay (threshold: cost)")

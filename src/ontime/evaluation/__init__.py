@@ -1,0 +1,1 @@
+"""Evaluation of candidates on the test window, and selection."""

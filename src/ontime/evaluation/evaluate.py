@@ -1,0 +1,92 @@
+"""evaluate: every candidate on the test window, with thresholds chosen on validation rows.
+
+Writes one metrics file (a block per candidate: threshold, validation and test metrics) that
+``dvc exp show`` displays, the predictions (validation and test rows, a probability column per
+candidate) for later stages, and ROC / precision-recall / confusion / calibration plots via dvclive.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ontime.candidates import Candidate, load_candidate
+from ontime.config import EvaluateConfig, load_params, section
+from ontime.errors import DataError
+from ontime.evaluation.metrics import choose_threshold, classification_metrics
+from ontime.io import atomic_outputs, write_json, write_parquet
+from ontime.spec import FeatureSpec, read_part
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(
+    candidates: list[Candidate],
+    valid: pl.DataFrame,
+    test: pl.DataFrame,
+    spec: FeatureSpec,
+    cfg: EvaluateConfig,
+) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+    """Metrics per candidate, and predictions per part (``valid``, ``test``)."""
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        raise DataError(f"candidate names must be unique, got {names}")
+    y_valid = valid.get_column(spec.target).to_numpy()
+    y_test = test.get_column(spec.target).to_numpy()
+    keep = [c for c in (spec.time_column, spec.target) if c]
+    preds = {"valid": valid.select(keep), "test": test.select(keep)}
+    metrics: dict[str, Any] = {}
+    for cand in candidates:
+        p_valid, p_test = cand.predict_proba(valid), cand.predict_proba(test)
+        t = choose_threshold(y_valid, p_valid, method=cfg.threshold, cost_fp=cfg.cost_fp, cost_fn=cfg.cost_fn)
+        metrics[cand.name] = {
+            "threshold": round(t, 6),
+            "valid": classification_metrics(y_valid, p_valid, t),
+            "test": classification_metrics(y_test, p_test, t),
+        }
+        preds["valid"] = preds["valid"].with_columns(pl.Series(cand.name, p_valid))
+        preds["test"] = preds["test"].with_columns(pl.Series(cand.name, p_test))
+        log.info("evaluate: %s: test ROC AUC %.4f", cand.name, metrics[cand.name]["test"]["roc_auc"])
+    return metrics, preds
+
+
+def log_plots(live_dir: Path, metrics: dict[str, Any], test: pl.DataFrame, target: str) -> None:
+    """ROC, precision-recall, calibration (one file per candidate) and confusion matrices."""
+    from dvclive import Live
+
+    y = test.get_column(target).to_numpy()
+    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
+        for name, block in metrics.items():
+            p = test.get_column(name).to_numpy()
+            live.log_sklearn_plot("roc", y, p, name=f"roc/{name}.json")
+            live.log_sklearn_plot("precision_recall", y, p, name=f"precision_recall/{name}.json")
+            live.log_sklearn_plot("calibration", y, p, name=f"calibration/{name}.json", n_bins=10)
+            pred = (p >= block["threshold"]).astype(np.int64)
+            live.log_sklearn_plot("confusion_matrix", y, pred, name=f"confusion/{name}.json")
+
+
+def main(
+    params_path: str,
+    split_dir: str,
+    spec_path: str,
+    candidate_dirs: list[str],
+    metrics_path: str,
+    predictions_dir: str,
+    live_dir: str,
+) -> None:
+    cfg = section(load_params(params_path), "evaluate", EvaluateConfig, source=params_path)
+    spec = FeatureSpec.load(spec_path)
+    valid = read_part(split_dir, cfg.valid_part, spec)
+    test = read_part(split_dir, "test", spec)
+    candidates = [load_candidate(d) for d in candidate_dirs]
+    metrics, preds = evaluate(candidates, valid, test, spec, cfg)
+    with atomic_outputs(metrics_path, predictions_dir, live_dir) as (tmp_metrics, tmp_preds, tmp_live):
+        write_json(tmp_metrics, metrics)
+        tmp_preds.mkdir()
+        for part, df in preds.items():
+            write_parquet(df, tmp_preds / f"{part}.parquet")
+        log_plots(tmp_live, metrics, preds["test"], spec.target)

@@ -1,0 +1,1 @@
+"""Training stages: the PyTorch model (train, finetune) and the LightGBM baseline."""

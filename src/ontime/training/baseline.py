@@ -1,0 +1,328 @@
+"""baseline: LightGBM on the spec's features, the bar the neural model must clear.
+
+Two candidates: ``lgbm_train`` trains on the ``train`` part with early stopping on ``train_valid``
+(the rows the neural model trains on: a fair comparison); ``lgbm_all`` trains on every non-test row
+but the fine-tune window's validation days (``train`` + ``train_valid`` + ``finetune``) and stops
+early on ``finetune_valid``. An expanding-window time-series CV over the training window reports how
+stable the score is from month to month.
+
+Categoricals are encoded with vocabularies fitted on the rows a model trains on (code 0: unknown or
+null, ``i + 1``: ``vocab[i]``) and passed to LightGBM as native categorical features; numeric features
+go in as float64 with NaN for missing values, which LightGBM handles natively. A model saves as
+LightGBM's text format plus JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from pydantic import Field
+from sklearn.metrics import roc_auc_score
+
+from ontime.candidates import write_candidate_info
+from ontime.config import StrictModel, load_params, section
+from ontime.config import seed as read_seed
+from ontime.errors import DataError
+from ontime.io import atomic_outputs, read_json, write_json
+from ontime.spec import FeatureSpec, read_part
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE, ENCODING_FILE = "model.txt", "encoding.json"
+# name -> (parts it trains on, part it stops early on)
+CANDIDATES = {
+    "lgbm_train": (("train",), "train_valid"),
+    "lgbm_all": (("train", "train_valid", "finetune"), "finetune_valid"),
+}
+
+
+class BaselineConfig(StrictModel):
+    """The ``baseline`` section of params.yaml."""
+
+    n_estimators: int = Field(ge=1, description="most boosting rounds; early stopping may use fewer")
+    num_leaves: int = Field(ge=2)
+    learning_rate: float = Field(gt=0)
+    min_child_samples: int = Field(ge=1)
+    feature_fraction: float = Field(gt=0, le=1)
+    bagging_fraction: float = Field(gt=0, le=1)
+    bagging_freq: int = Field(ge=0, description="0 disables bagging")
+    lambda_l2: float = Field(ge=0)
+    max_cat_to_onehot: int = Field(ge=1)
+    cat_smooth: float = Field(ge=0)
+    early_stopping_rounds: int = Field(ge=1)
+    cv_folds: int = Field(ge=0, description="time-series CV folds over the training window; 0: no CV")
+    num_threads: int = Field(ge=1)
+
+
+# ----------------------------------------------------------------------------------- encoding ---
+def fit_vocabularies(df: pl.DataFrame, categorical: Sequence[str]) -> dict[str, list[str]]:
+    """Per categorical column, the sorted distinct non-null values of ``df`` (as strings)."""
+    return {c: df.get_column(c).cast(pl.String).drop_nulls().unique().sort().to_list() for c in categorical}
+
+
+def encode(
+    df: pl.DataFrame, numeric: Sequence[str], categorical: Sequence[str], vocabularies: dict[str, list[str]]
+) -> np.ndarray:
+    """The model's input matrix: numeric columns, then categorical codes (0: unknown or null).
+
+    Shape: (n, len(numeric) + len(categorical)), float64, NaN where a numeric value is missing.
+    """
+    missing = [c for c in (*numeric, *categorical) if c not in df.columns]
+    if missing:
+        raise DataError(f"column(s) {missing} the model needs are missing; score features from featurize")
+    codes = [
+        pl.col(c)
+        .cast(pl.String)
+        .replace_strict(vocabularies[c], range(1, len(vocabularies[c]) + 1), default=0, return_dtype=pl.Int32)
+        .fill_null(0)
+        .cast(pl.Float64)
+        for c in categorical
+    ]
+    numbers = [pl.col(c).cast(pl.Float64).fill_null(float("nan")) for c in numeric]
+    return df.select(*numbers, *codes).to_numpy().astype(np.float64, copy=False)
+
+
+def _labels(df: pl.DataFrame, target: str, where: str) -> np.ndarray:
+    if df.height == 0:
+        raise DataError(f"{where}: no rows to train or validate on; widen split.windows")
+    y = df.get_column(target)
+    classes = y.drop_nulls().unique().sort().to_list()
+    if y.null_count() or not set(classes) <= {0, 1}:
+        raise DataError(f"{where}: label {target!r} must be 0/1 without nulls, got {classes}; re-run clean")
+    if len(classes) < 2:
+        raise DataError(
+            f"{where}: every row has label {classes[0]}; a classifier needs both classes: "
+            "widen split.windows (or baseline.cv_folds for CV)"
+        )
+    return y.cast(pl.Float64).to_numpy()
+
+
+# ------------------------------------------------------------------------------------ candidate ---
+class LightGBMCandidate:
+    """A fitted LightGBM booster with its categorical encoding; scores feature frames."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        booster: lgb.Booster,
+        vocabularies: dict[str, list[str]],
+        numeric: list[str],
+        categorical: list[str],
+        best_iteration: int,
+        trained_on: list[str],
+    ) -> None:
+        self.name = name
+        self.booster = booster
+        self.vocabularies = vocabularies
+        self.numeric = numeric
+        self.categorical = categorical
+        self.best_iteration = best_iteration
+        self.trained_on = trained_on
+
+    def encode(self, df: pl.DataFrame) -> np.ndarray:
+        """Shape: (n, n_numeric + n_categorical), float64."""
+        return encode(df, self.numeric, self.categorical, self.vocabularies)
+
+    def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
+        """Probability of label 1 for each row of ``df``. Shape: (n,), float64."""
+        return np.asarray(self.booster.predict(self.encode(df)), dtype=np.float64)
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``model.txt`` (LightGBM text format), ``encoding.json`` and ``candidate.json``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(folder / MODEL_FILE, num_iteration=self.best_iteration)
+        encoding = {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "vocabularies": self.vocabularies,
+        }
+        write_json(folder / ENCODING_FILE, encoding)
+        write_candidate_info(
+            folder,
+            kind="lightgbm",
+            name=self.name,
+            trained_on=self.trained_on,
+            best_iteration=self.best_iteration,
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LightGBMCandidate:
+        """Read a folder written by :meth:`save` (no pickle)."""
+        folder = Path(folder)
+        for file in ("candidate.json", MODEL_FILE, ENCODING_FILE):
+            if not (folder / file).is_file():
+                raise DataError(f"{folder / file}: not found; re-run the baseline stage (dvc repro baseline)")
+        info, encoding = read_json(folder / "candidate.json"), read_json(folder / ENCODING_FILE)
+        return cls(
+            name=info["name"],
+            booster=lgb.Booster(model_file=folder / MODEL_FILE),
+            vocabularies=encoding["vocabularies"],
+            numeric=encoding["numeric"],
+            categorical=encoding["categorical"],
+            best_iteration=info["best_iteration"],
+            trained_on=info["trained_on"],
+        )
+
+
+def fit_lightgbm(
+    train: pl.DataFrame,
+    valid: pl.DataFrame,
+    spec: FeatureSpec,
+    cfg: BaselineConfig,
+    seed: int,
+    *,
+    name: str = "lightgbm",
+    trained_on: Sequence[str] = ("train",),
+    valid_on: str = "train_valid",
+) -> LightGBMCandidate:
+    """Train on ``train`` with early stopping (AUC) on ``valid``; encodings are fitted on ``train`` only.
+
+    ``trained_on`` and ``valid_on`` name the rows, for error messages and ``candidate.json``.
+    """
+    y_train = _labels(train, spec.target, f"training rows ({'+'.join(trained_on)})")
+    y_valid = _labels(valid, spec.target, f"validation rows ({valid_on})")
+    vocabularies = fit_vocabularies(train, spec.categorical)
+    x_train, x_valid = (encode(df, spec.numeric, spec.categorical, vocabularies) for df in (train, valid))
+    # The config's keys are LightGBM parameter names (min_child_samples is an alias of min_data_in_leaf).
+    params: dict[str, Any] = {
+        **cfg.model_dump(exclude={"n_estimators", "early_stopping_rounds", "cv_folds"}),
+        **{"objective": "binary", "metric": "auc", "seed": seed, "verbosity": -1},
+        **{"deterministic": True, "force_row_wise": True},
+    }
+    n_numeric = len(spec.numeric)
+    train_set = lgb.Dataset(
+        x_train,
+        label=y_train,
+        feature_name=[*spec.numeric, *spec.categorical],
+        categorical_feature=list(range(n_numeric, n_numeric + len(spec.categorical))),
+    )
+    valid_set = lgb.Dataset(x_valid, label=y_valid, reference=train_set)
+    trained = lgb.train(
+        params,
+        train_set,
+        num_boost_round=cfg.n_estimators,
+        valid_sets=[valid_set],
+        valid_names=[valid_on],
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+    )
+    best = trained.best_iteration if trained.best_iteration > 0 else trained.current_iteration()
+    # Rebuild from the saved text so the model in memory is exactly the one a later load reads.
+    booster = lgb.Booster(model_str=trained.model_to_string(num_iteration=best))
+    return LightGBMCandidate(
+        name=name,
+        booster=booster,
+        vocabularies=vocabularies,
+        numeric=list(spec.numeric),
+        categorical=list(spec.categorical),
+        best_iteration=best,
+        trained_on=list(trained_on),
+    )
+
+
+# ------------------------------------------------------------------------------------------- CV ---
+def roc_auc(model: LightGBMCandidate, df: pl.DataFrame, target: str) -> float:
+    return float(roc_auc_score(df.get_column(target).to_numpy(), model.predict_proba(df)))
+
+
+def cv_periods(window: pl.DataFrame, spec: FeatureSpec, n_folds: int) -> pl.DataFrame:
+    """``window`` ordered by time, with a sortable ``_period`` label per row.
+
+    With a time column the periods are calendar months (``YYYY-MM``, in the column's own time
+    zone); without one, ``n_folds + 1`` contiguous equal-size chunks in row order (as scikit-learn's
+    ``TimeSeriesSplit``).
+    """
+    if spec.time_column:
+        ordered = window.sort(spec.time_column, maintain_order=True)
+        return ordered.with_columns(pl.col(spec.time_column).dt.strftime("%Y-%m").alias("_period"))
+    chunk = (pl.int_range(pl.len(), dtype=pl.Int64) * (n_folds + 1) // pl.len()).cast(pl.String)
+    return window.with_columns(pl.format("chunk-{}", chunk.str.zfill(len(str(n_folds)))).alias("_period"))
+
+
+def cross_validate(window: pl.DataFrame, spec: FeatureSpec, cfg: BaselineConfig, seed: int) -> dict[str, Any]:
+    """Expanding-window CV: fold k trains on periods [0, m - folds + k - 1) and scores the next one.
+
+    Each fold keeps ``cfg.n_estimators`` and stops early on the period it scores, as the real
+    candidates do on their validation days. The fold scores are therefore slightly optimistic; they
+    measure the spread between months, not an unbiased level.
+    """
+    n_folds = cfg.cv_folds
+    df = cv_periods(window, spec, n_folds)
+    periods = df.get_column("_period").unique().sort().to_list()
+    if len(periods) < n_folds + 1:
+        unit = "month(s)" if spec.time_column else "row chunk(s)"
+        raise DataError(
+            f"baseline.cv_folds={n_folds} needs {n_folds + 1} periods in the training window, but it "
+            f"has {len(periods)} {unit} ({', '.join(periods)}); lower baseline.cv_folds (0 disables CV)"
+        )
+    folds = []
+    for k in range(1, n_folds + 1):
+        cut = len(periods) - n_folds + k - 1
+        train = df.filter(pl.col("_period").is_in(periods[:cut]))
+        valid = df.filter(pl.col("_period") == periods[cut])
+        model = fit_lightgbm(
+            train, valid, spec, cfg, seed, name=f"cv{k}", trained_on=periods[:cut], valid_on=periods[cut]
+        )
+        auc = roc_auc(model, valid, spec.target)
+        folds.append(
+            {
+                "fold": k,
+                "train_periods": periods[:cut],
+                "valid_period": periods[cut],
+                "train_rows": train.height,
+                "valid_rows": valid.height,
+                "best_iteration": model.best_iteration,
+                "roc_auc": round(auc, 6),
+            }
+        )
+        log.info("baseline cv fold %d: valid %s, ROC AUC %.4f", k, periods[cut], auc)
+    scores = np.array([f["roc_auc"] for f in folds])
+    return {
+        "folds": folds,
+        "roc_auc_mean": round(float(scores.mean()), 6),
+        "roc_auc_std": round(float(scores.std()), 6),
+    }
+
+
+# ------------------------------------------------------------------------------------------ edge ---
+def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics_path: str) -> None:
+    """Train both candidates (and the CV when ``baseline.cv_folds`` > 0); write models and metrics."""
+    params = load_params(params_path)
+    cfg = section(params, "baseline", BaselineConfig, source=params_path)
+    seed = read_seed(params)
+    spec = FeatureSpec.load(spec_path)
+    parts = {p: read_part(split_dir, p, spec) for p in ("train", "train_valid", "finetune", "finetune_valid")}
+    metrics: dict[str, Any] = {}
+    if cfg.cv_folds:
+        window = pl.concat([parts["train"], parts["train_valid"]], how="vertical_relaxed")
+        metrics["cv"] = cross_validate(window, spec, cfg, seed)
+        log.info(
+            "baseline cv: ROC AUC %.4f ± %.4f", metrics["cv"]["roc_auc_mean"], metrics["cv"]["roc_auc_std"]
+        )
+    models = {}
+    for name, (train_parts, valid_part) in CANDIDATES.items():
+        train = pl.concat([parts[p] for p in train_parts], how="vertical_relaxed")
+        valid = parts[valid_part]
+        model = fit_lightgbm(
+            train, valid, spec, cfg, seed, name=name, trained_on=train_parts, valid_on=valid_part
+        )
+        auc = roc_auc(model, valid, spec.target)
+        metrics[name] = {
+            "valid_roc_auc": round(auc, 6),
+            "best_iteration": model.best_iteration,
+            "train_rows": train.height,
+        }
+        models[name] = model
+        log.info("baseline %s: %d trees, %s ROC AUC %.4f", name, model.best_iteration, valid_part, auc)
+    with atomic_outputs(out_dir, metrics_path) as (tmp_dir, tmp_metrics):
+        tmp_dir.mkdir()
+        for name, model in models.items():
+            model.save(tmp_dir / name)
+        write_json(tmp_metrics, metrics)

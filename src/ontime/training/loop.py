@@ -1,0 +1,406 @@
+"""The training loop shared by train and finetune: deterministic, resumable, optionally distributed.
+
+Determinism: every epoch reseeds torch from (seed, epoch) and draws its own batch order, so an epoch
+run after a resume is the same computation as without the interruption. Checkpoints (weights, best
+weights, optimizer state as safetensors; counters and curves as JSON) are written atomically at the
+end of every epoch; a run whose inputs and params match the checkpoint's fingerprint resumes.
+
+Distributed: under ``torchrun`` each process trains on its shard of every epoch's batch order with
+DDP (gloo on CPU, nccl on CUDA); each evaluates the whole validation set, so early stopping agrees
+everywhere; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import log_loss, roc_auc_score
+from torch import nn
+from tqdm import tqdm
+
+from ontime.config import TrainConfig
+from ontime.errors import DataError, OntimeError
+from ontime.io import read_json, write_json
+from ontime.training.model_io import predict_logits, sigmoid, state_dict_cpu
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(OntimeError):
+    """Training cannot go on (a NaN loss, an unusable split)."""
+
+
+# ------------------------------------------------------------------------------------ runtime ---
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_runtime(device: str, threads: int) -> Runtime:
+    """Pick the device, fix threads, enable deterministic algorithms, join a torchrun group."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("train.device is cuda, but no CUDA device is visible; use auto or cpu")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    torch.set_num_threads(max(1, threads // world_size))
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Runtime(device=dev, rank=rank, world_size=world_size)
+
+
+def barrier(rt: Runtime) -> None:
+    if rt.distributed:
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------------------- data ---
+@dataclass(frozen=True)
+class Arrays:
+    """Model inputs. Shape: x_num (n, d_num) float32, x_cat (n, n_cat) int64, y (n,) float32."""
+
+    x_num: np.ndarray
+    x_cat: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.y) == 0:
+            raise TrainingError("a training or validation part has no rows; widen split.windows")
+
+
+# ------------------------------------------------------------------------------------ helpers ---
+def lr_factor(step: int, *, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total`` steps."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def augment(
+    x_num: torch.Tensor, x_cat: torch.Tensor, *, n_scaled: int, noise_std: float, mask_prob: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian noise on the scaled numeric columns; random masking to 0 (mean / unknown slot)."""
+    if noise_std > 0 and n_scaled:
+        noise = torch.zeros_like(x_num)
+        noise[:, :n_scaled] = torch.randn_like(x_num[:, :n_scaled]) * noise_std
+        x_num = x_num + noise
+    if mask_prob > 0:
+        x_num = x_num.masked_fill(torch.rand_like(x_num) < mask_prob, 0.0)
+        x_cat = x_cat.masked_fill(torch.rand(x_cat.shape, device=x_cat.device) < mask_prob, 0)
+    return x_num, x_cat
+
+
+def evaluate_arrays(
+    model: nn.Module, data: Arrays, *, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    p = sigmoid(predict_logits(model, data.x_num, data.x_cat, batch_size=batch_size, device=device))
+    y = data.y.astype(np.int64)
+    auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+    return {"roc_auc": auc, "loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))}
+
+
+def parameter_groups(
+    model: nn.Module, *, weight_decay: float, lr_scale: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not biases, norms or embeddings' scales); optional per-prefix
+    learning-rate scales (discriminative fine-tuning). Frozen parameters are left out."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = weight_decay if param.ndim >= 2 else 0.0
+        scale = next((s for prefix, s in (lr_scale or {}).items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((decay, scale), []).append(param)
+    return [{"params": ps, "weight_decay": d, "lr_scale": s} for (d, s), ps in sorted(groups.items())]
+
+
+# -------------------------------------------------------------------------------- checkpoints ---
+def _save_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for idx, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"{idx}.{key}"] = torch.as_tensor(value).detach().to("cpu").contiguous().clone()
+    return tensors
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    full = opt.state_dict()
+    full["state"] = state
+    opt.load_state_dict(full)
+
+
+class Checkpoints:
+    """``epoch-NNNN/`` folders and a ``latest.json`` pointer, each replaced atomically."""
+
+    def __init__(self, folder: Path, fingerprint: str) -> None:
+        self.folder = folder
+        self.fingerprint = fingerprint
+
+    def latest(self) -> tuple[Path, dict[str, Any]] | None:
+        pointer = self.folder / "latest.json"
+        if not pointer.is_file():
+            return None
+        meta = read_json(pointer)
+        path = self.folder / meta["folder"]
+        if meta.get("fingerprint") != self.fingerprint or not path.is_dir():
+            log.info("checkpoint in %s is for other inputs or params: starting afresh", self.folder)
+            return None
+        return path, meta
+
+    def save(
+        self,
+        epoch: int,
+        *,
+        model: nn.Module,
+        best: dict[str, torch.Tensor],
+        opt: torch.optim.Optimizer,
+        state: dict[str, Any],
+    ) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch:04d}"
+        tmp = self.folder / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(state_dict_cpu(model), str(tmp / "model.safetensors"))
+        save_file(best, str(tmp / "best.safetensors"))
+        save_file(_save_optimizer(opt), str(tmp / "optimizer.safetensors"))
+        write_json(tmp / "state.json", state)
+        shutil.rmtree(self.folder / name, ignore_errors=True)
+        tmp.rename(self.folder / name)
+        pointer = self.folder / ".latest.json.tmp"
+        write_json(pointer, {"folder": name, "epoch": epoch, "fingerprint": self.fingerprint})
+        os.replace(pointer, self.folder / "latest.json")
+        for old in self.folder.glob("epoch-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------- fitting ---
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_roc_auc: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+@contextlib.contextmanager
+def _live(live_dir: Path | None, rt: Runtime) -> Iterator[Any]:
+    if live_dir is None or not rt.is_main:
+        yield None
+        return
+    from dvclive import Live
+
+    shutil.rmtree(live_dir, ignore_errors=True)
+    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
+        yield live
+
+
+def _log_epoch(live: Any, row: dict[str, float]) -> None:
+    if live is None:
+        return
+    for key, value in row.items():
+        if key != "epoch":
+            live.log_metric(key, value)
+    live.next_step()
+
+
+def fit(
+    model: nn.Module,
+    *,
+    train: Arrays,
+    valid: Arrays,
+    cfg: TrainConfig,
+    seed: int,
+    rt: Runtime,
+    n_scaled: int,
+    checkpoint_dir: Path | None,
+    fingerprint: str,
+    live_dir: Path | None = None,
+    lr_scale: dict[str, float] | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` with AdamW, warm-up + cosine schedule, early stopping on validation ROC AUC."""
+    model.to(rt.device)
+    y = train.y
+    pos = float(y.sum())
+    if pos == 0 or pos == len(y):
+        raise TrainingError(f"{desc}: the training rows have one class; a classifier needs both")
+    pos_weight = torch.tensor(
+        (len(y) - pos) / pos if cfg.class_weight == "balanced" else 1.0, device=rt.device
+    )
+    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    groups = parameter_groups(model, weight_decay=cfg.weight_decay, lr_scale=lr_scale)
+    if not groups:
+        raise TrainingError(f"{desc}: no trainable parameters (everything is frozen)")
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    penalised = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+    net: nn.Module = model
+    if rt.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
+
+    per_rank_batch = max(1, cfg.batch_size // rt.world_size)
+    steps_per_epoch = math.ceil(math.ceil(len(y) / rt.world_size) / per_rank_batch)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+
+    ckpt = Checkpoints(checkpoint_dir, fingerprint) if checkpoint_dir is not None else None
+    start_epoch, best_epoch, best_auc, bad_epochs = 0, -1, -math.inf, 0
+    best_state = state_dict_cpu(model)
+    history: list[dict[str, float]] = []
+    resumed_from = None
+    found = ckpt.latest() if ckpt else None
+    if found:
+        path, _ = found
+        state = read_json(path / "state.json")
+        model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(rt.device)))
+        best_state = load_file(str(path / "best.safetensors"))
+        _load_optimizer(opt, load_file(str(path / "optimizer.safetensors"), device=str(rt.device)))
+        start_epoch, best_epoch, best_auc = state["epoch"] + 1, state["best_epoch"], state["best_roc_auc"]
+        bad_epochs, history, resumed_from = state["bad_epochs"], state["history"], state["epoch"]
+        log.info("%s: resuming after epoch %d from %s", desc, state["epoch"], path)
+        if bad_epochs >= cfg.patience:
+            start_epoch = cfg.epochs  # the checkpointed run had already stopped early
+
+    x_num, x_cat, y_t = (torch.from_numpy(a) for a in (train.x_num, train.x_cat, train.y))
+    with _live(live_dir, rt) as live:
+        for row in history:  # a resumed run rebuilds its curves from the checkpoint
+            _log_epoch(live, row)
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, cfg.epochs):
+            started = time.perf_counter()
+            torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and augmentation of this epoch
+            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+            order = order[rt.rank :: rt.world_size]
+            net.train()
+            total_loss, seen = 0.0, 0
+            batches = range(0, len(order), per_rank_batch)
+            bar = tqdm(
+                batches,
+                desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+                leave=False,
+                disable=None if rt.is_main else True,
+            )
+            for i, start in enumerate(bar):
+                idx = order[start : start + per_rank_batch]
+                xn, xc, yb = x_num[idx].to(rt.device), x_cat[idx].to(rt.device), y_t[idx].to(rt.device)
+                xn, xc = augment(xn, xc, n_scaled=n_scaled, noise_std=cfg.noise_std, mask_prob=cfg.mask_prob)
+                step = epoch * steps_per_epoch + i
+                factor = lr_factor(step, total=total_steps, warmup=warmup_steps, min_ratio=cfg.min_lr_ratio)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * factor * group["lr_scale"]
+                loss = criterion(net(xn, xc), yb)
+                if cfg.l1 > 0:
+                    loss = loss + cfg.l1 * sum(p.abs().sum() for p in penalised)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{desc}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; lower "
+                        f"train.lr (now {cfg.lr}) or set train.grad_clip (now {cfg.grad_clip})"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                total_loss += loss.item() * len(idx)
+                seen += len(idx)
+                if i % 20 == 0:
+                    bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+            metrics = evaluate_arrays(model, valid, batch_size=cfg.eval_batch_size, device=rt.device)
+            row = {
+                "epoch": float(epoch),
+                "train/loss": total_loss / max(seen, 1),
+                "valid/loss": metrics["loss"],
+                "valid/roc_auc": metrics["roc_auc"],
+                "lr": cfg.lr * factor,
+            }
+            history.append(row)
+            _log_epoch(live, row)
+            if metrics["roc_auc"] > best_auc + 1e-6:
+                best_auc, best_epoch, bad_epochs = metrics["roc_auc"], epoch, 0
+                best_state = state_dict_cpu(model)
+            else:
+                bad_epochs += 1
+            log.info(
+                "%s epoch %d/%d: train loss %.4f, valid loss %.4f, valid ROC AUC %.4f (best %.4f) %.1fs",
+                desc,
+                epoch + 1,
+                cfg.epochs,
+                row["train/loss"],
+                metrics["loss"],
+                metrics["roc_auc"],
+                best_auc,
+                time.perf_counter() - started,
+            )
+            if ckpt and rt.is_main:
+                state = {
+                    "epoch": epoch,
+                    "best_epoch": best_epoch,
+                    "best_roc_auc": best_auc,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                }
+                ckpt.save(epoch, model=model, best=best_state, opt=opt, state=state)
+            barrier(rt)
+            if bad_epochs >= cfg.patience:
+                log.info("%s: early stop, no better validation ROC AUC for %d epochs", desc, cfg.patience)
+                break
+    if best_epoch < 0:
+        raise TrainingError(
+            f"{desc}: validation ROC AUC was never defined; does the validation part have both classes?"
+        )
+    return FitResult(best_state, best_epoch, best_auc, epoch + 1, history, resumed_from)
+
+
+def fingerprint(*, params: dict[str, Any], files: list[Path], world_size: int) -> str:
+    """What a checkpoint was made from: params, input file contents, number of processes."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    digest.update(str(world_size).encode())
+    for path in files:
+        if not path.is_file():
+            raise DataError(f"{path}: input not found; run the earlier stages (dvc repro)")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

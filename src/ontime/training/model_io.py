@@ -1,0 +1,108 @@
+"""Torch candidates on disk: architecture as JSON, weights as safetensors, preprocessing as JSON.
+
+Nothing is pickled: a folder holds ``model.json`` (class name and keyword arguments),
+``model.safetensors`` (weights), ``preprocessor.json`` and ``candidate.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ontime.candidates import write_candidate_info
+from ontime.errors import DataError
+from ontime.io import read_json, write_json
+from ontime.models.ft_transformer import FTTransformer
+from ontime.models.mlp import MLP
+from ontime.models.preprocess import Preprocessor
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "ft_transformer": FTTransformer}
+
+
+def build_model(architecture: str, kwargs: dict[str, Any]) -> nn.Module:
+    if architecture not in ARCHITECTURES:
+        raise DataError(f"unknown architecture {architecture!r}; use one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](**kwargs)
+
+
+def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached, contiguous CPU copy of the weights (safetensors needs contiguous tensors)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x_num: np.ndarray, x_cat: np.ndarray, *, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """Logits for every row, in batches, in eval mode. Shape: (n,) float64."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(x_num), batch_size):
+        xn = torch.from_numpy(x_num[start : start + batch_size]).to(device)
+        xc = torch.from_numpy(x_cat[start : start + batch_size]).to(device)
+        out.append(model(xn, xc).double().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+class TorchCandidate:
+    """A trained torch model with its preprocessing; scores polars frames."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: nn.Module,
+        architecture: str,
+        kwargs: dict[str, Any],
+        preprocessor: Preprocessor,
+        batch_size: int = 4096,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.architecture = architecture
+        self.kwargs = kwargs
+        self.preprocessor = preprocessor
+        self.batch_size = batch_size
+
+    def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
+        x_num, x_cat = self.preprocessor.transform(df)
+        device = next(self.model.parameters()).device
+        logits = predict_logits(self.model, x_num, x_cat, batch_size=self.batch_size, device=device)
+        return sigmoid(logits)
+
+    def save(self, folder: Path, **info: Any) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "model.json", {"architecture": self.architecture, "kwargs": self.kwargs})
+        save_file(state_dict_cpu(self.model), str(folder / "model.safetensors"))
+        self.preprocessor.save(folder / "preprocessor.json")
+        write_candidate_info(folder, kind="torch", name=self.name, **info)
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: str = "cpu") -> TorchCandidate:
+        folder = Path(folder)
+        for part in ("model.json", "model.safetensors", "preprocessor.json", "candidate.json"):
+            if not (folder / part).is_file():
+                raise DataError(f"{folder}: {part} is missing; re-run the stage that wrote this model")
+        spec = read_json(folder / "model.json")
+        model = build_model(spec["architecture"], spec["kwargs"])
+        model.load_state_dict(load_file(str(folder / "model.safetensors"), device=device))
+        model.to(device).eval()
+        return cls(
+            name=read_json(folder / "candidate.json")["name"],
+            model=model,
+            architecture=spec["architecture"],
+            kwargs=spec["kwargs"],
+            preprocessor=Preprocessor.load(folder / "preprocessor.json"),
+        )

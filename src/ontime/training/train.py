@@ -1,0 +1,169 @@
+"""train: the PyTorch model from scratch on the training window, early-stopped on its last days.
+
+Preprocessing is fitted on the ``train`` part only; the model (``conf/model/``) trains with the
+shared loop (``training/loop.py``): resumable from ``checkpoints/``, deterministic, and distributed
+under ``torchrun`` without code changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ontime.config import (
+    ModelConfig,
+    PreprocessConfig,
+    TrainConfig,
+    load_params,
+    model_section,
+    section,
+    seed,
+)
+from ontime.errors import DataError
+from ontime.io import atomic_outputs, write_json
+from ontime.models.mlp import MLP
+from ontime.models.preprocess import Preprocessor
+from ontime.spec import FeatureSpec, read_part
+from ontime.training.loop import Arrays, Runtime, barrier, fingerprint, fit, setup_runtime
+from ontime.training.model_io import TorchCandidate, build_model
+
+log = logging.getLogger(__name__)
+
+
+def arrays(pre: Preprocessor, df: pl.DataFrame, target: str, *, where: str) -> Arrays:
+    try:
+        x_num, x_cat = pre.transform(df)
+    except ValueError as exc:
+        raise DataError(f"{where}: {exc}") from exc
+    return Arrays(x_num, x_cat, df.get_column(target).cast(pl.Float32).to_numpy().copy())
+
+
+def model_kwargs(cfg: ModelConfig, *, pre: Preprocessor, x_num_train: np.ndarray) -> dict[str, Any]:
+    """Keyword arguments of the architecture: its params plus what the data decides."""
+    kwargs = cfg.model_dump(exclude={"name"})
+    kwargs.update(n_num=pre.n_num_features, cardinalities=pre.cardinalities)
+    if cfg.name == "mlp":
+        n_bins = kwargs.pop("n_bins")
+        if cfg.num_embedding == "piecewise_linear":  # bin edges from training quantiles
+            kwargs["bin_edges"] = MLP.compute_bin_edges(x_num_train, n_bins)
+    return kwargs
+
+
+def fit_preprocessor(cfg: PreprocessConfig, spec: FeatureSpec, train: pl.DataFrame) -> Preprocessor:
+    pre = Preprocessor(
+        numeric=spec.numeric,
+        categorical=spec.categorical,
+        scaling=cfg.scaling,
+        min_frequency=cfg.min_frequency,
+        n_quantiles=cfg.n_quantiles,
+    )
+    try:
+        return pre.fit(train)
+    except ValueError as exc:
+        raise DataError(f"preprocessing cannot be fitted on the train part: {exc}") from exc
+
+
+def train(
+    *,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    pre_cfg: PreprocessConfig,
+    seed_: int,
+    spec: FeatureSpec,
+    train_df: pl.DataFrame,
+    valid_df: pl.DataFrame,
+    rt: Runtime,
+    checkpoint_dir: Path | None,
+    live_dir: Path | None,
+    fingerprint_: str,
+) -> tuple[TorchCandidate, dict[str, Any]]:
+    """Fit preprocessing and the model; return the best-epoch candidate and its metrics."""
+    pre = fit_preprocessor(pre_cfg, spec, train_df)
+    tr = arrays(pre, train_df, spec.target, where="train part")
+    va = arrays(pre, valid_df, spec.target, where="train_valid part")
+    kwargs = model_kwargs(model_cfg, pre=pre, x_num_train=tr.x_num)
+    torch.manual_seed(seed_)  # the same initial weights on every run and every rank
+    model: nn.Module = build_model(model_cfg.name, kwargs)
+    result = fit(
+        model,
+        train=tr,
+        valid=va,
+        cfg=train_cfg,
+        seed=seed_,
+        rt=rt,
+        n_scaled=len(spec.numeric),
+        checkpoint_dir=checkpoint_dir,
+        fingerprint=fingerprint_,
+        live_dir=live_dir,
+        desc="train",
+    )
+    model.to("cpu").load_state_dict(result.best_state)
+    candidate = TorchCandidate(
+        name="base", model=model, architecture=model_cfg.name, kwargs=kwargs, preprocessor=pre
+    )
+    metrics = {
+        "model": model_cfg.name,
+        "best_epoch": result.best_epoch + 1,
+        "epochs_run": result.epochs_run,
+        "valid_roc_auc": round(result.best_roc_auc, 6),
+        "train_rows": len(tr.y),
+        "valid_rows": len(va.y),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "processes": rt.world_size,
+    }
+    return candidate, metrics
+
+
+def main(
+    params_path: str,
+    split_dir: str,
+    spec_path: str,
+    out_dir: str,
+    metrics_path: str,
+    checkpoint_dir: str,
+    live_dir: str,
+) -> None:
+    params = load_params(params_path)
+    model_cfg = model_section(params, source=params_path)
+    train_cfg = section(params, "train", TrainConfig, source=params_path)
+    pre_cfg = section(params, "preprocess", PreprocessConfig, source=params_path)
+    seed_ = seed(params)
+    spec = FeatureSpec.load(spec_path)
+    train_df = read_part(split_dir, "train", spec)
+    valid_df = read_part(split_dir, "train_valid", spec)
+    rt = setup_runtime(train_cfg.device, train_cfg.threads)
+    fp = fingerprint(
+        params={k: params.get(k) for k in ("model", "train", "preprocess", "seed")},
+        files=[Path(split_dir) / "train.parquet", Path(split_dir) / "train_valid.parquet", Path(spec_path)],
+        world_size=rt.world_size,
+    )
+    try:
+        candidate, metrics = train(
+            model_cfg=model_cfg,
+            train_cfg=train_cfg,
+            pre_cfg=pre_cfg,
+            seed_=seed_,
+            spec=spec,
+            train_df=train_df,
+            valid_df=valid_df,
+            rt=rt,
+            checkpoint_dir=Path(checkpoint_dir),
+            live_dir=Path(live_dir),
+            fingerprint_=fp,
+        )
+        if rt.is_main:
+            with atomic_outputs(out_dir, metrics_path) as (tmp, tmp_metrics):
+                candidate.save(tmp, trained_on=["train"], validated_on="train_valid")
+                write_json(tmp_metrics, metrics)
+            log.info("train: %s", metrics)
+        barrier(rt)
+    finally:
+        if rt.distributed and dist.is_initialized():
+            dist.destroy_process_group()

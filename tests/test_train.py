@@ -1,0 +1,202 @@
+"""Training the PyTorch model for real on the smoke data: determinism, resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from ontime.errors import ConfigError, DataError
+from ontime.io import read_json
+from ontime.training import train
+from ontime.training.loop import TrainingError
+from tests.conftest import BIN, SHRUNK, env, write_params
+
+TINY = [*SHRUNK, "model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
+
+
+def train_args(data: Path, out: Path, params: Path) -> list[str]:
+    return [
+        "train",
+        "--params", str(params),
+        "--split", str(data / "data/split"),
+        "--spec", str(data / "data/features/spec.json"),
+        "--out", str(out / "model"),
+        "--metrics", str(out / "train.json"),
+        "--checkpoints", str(out / "ckpt"),
+        "--live", str(out / "live"),
+    ]  # fmt: skip
+
+
+def run_train(data: Path, out: Path, params: Path) -> None:
+    from ontime.cli import main
+
+    assert main(train_args(data, out, params)) == 0
+
+
+def weights(folder: Path) -> dict:
+    return load_file(str(folder / "model" / "model.safetensors"))
+
+
+def test_training_writes_a_candidate_with_curves(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", [*TINY, "train.epochs=2"])
+    run_train(data_run, tmp_path, params)
+    metrics = read_json(tmp_path / "train.json")
+    assert metrics["epochs_run"] == 2
+    assert metrics["valid_roc_auc"] > 0.55
+    assert {"candidate.json", "model.json", "model.safetensors", "preprocessor.json"} <= {
+        p.name for p in (tmp_path / "model").iterdir()
+    }
+    assert not list((tmp_path / "model").glob("*.pt*"))
+    assert not list((tmp_path / "model").glob("*.pkl"))
+    curve = (tmp_path / "live/plots/metrics/valid/roc_auc.tsv").read_text().splitlines()
+    assert len(curve) == 1 + 2  # header + one row per epoch
+    import polars as pl
+
+    from ontime.candidates import load_candidate
+
+    test = pl.read_parquet(data_run / "data/split/test.parquet")
+    p = load_candidate(tmp_path / "model").predict_proba(test)
+    assert p.shape == (test.height,)
+    assert ((p > 0) & (p < 1)).all()
+
+
+def test_two_runs_give_identical_weights(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(
+        tmp_path / "params.yaml", [*TINY, "train.epochs=2", "train.noise_std=0.1", "train.mask_prob=0.1"]
+    )
+    run_train(data_run, tmp_path / "a", params)
+    run_train(data_run, tmp_path / "b", params)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a)
+    assert (tmp_path / "a/model/preprocessor.json").read_text() == (
+        tmp_path / "b/model/preprocessor.json"
+    ).read_text()
+
+
+def test_resume_after_kill_gives_the_same_weights(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", [*TINY, "train.epochs=8", "train.patience=8"])
+    run_train(data_run, tmp_path / "straight", params)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [str(BIN / "ontime"), *train_args(data_run, out, params)],
+        env=env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pointer = out / "ckpt/latest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if pointer.is_file() and read_json(pointer)["epoch"] >= 1:  # two of eight epochs done
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be interrupted"
+    assert not (out / "model").exists()  # nothing half-written
+
+    resumed = subprocess.run(
+        [str(BIN / "ontime"), *train_args(data_run, out, params)], env=env(), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stderr
+    a, b = weights(tmp_path / "straight"), weights(out)
+    assert all((a[k] == b[k]).all() for k in a)
+    # the curves of the resumed run hold every epoch, as if never interrupted
+    assert (out / "live/plots/metrics/valid/roc_auc.tsv").read_text() == (
+        tmp_path / "straight/live/plots/metrics/valid/roc_auc.tsv"
+    ).read_text()
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(data_run: Path, tmp_path: Path) -> None:
+    run_train(data_run, tmp_path, write_params(tmp_path / "p1.yaml", [*TINY, "train.epochs=1"]))
+    first = weights(tmp_path)
+    run_train(
+        data_run, tmp_path, write_params(tmp_path / "p2.yaml", [*TINY, "train.epochs=1", "train.lr=0.01"])
+    )
+    second = weights(tmp_path)
+    assert any((first[k] != second[k]).any() for k in first)
+
+
+def test_ddp_with_two_cpu_processes_writes_one_model(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", [*TINY, "train.epochs=1"])
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "ontime", *train_args(data_run, tmp_path, params),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_json(tmp_path / "train.json")
+    assert metrics["processes"] == 2
+    assert len(list((tmp_path / "model").glob("model.safetensors"))) == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unknown_model_is_a_config_error(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", TINY)
+    params.write_text(params.read_text().replace("name: mlp", "name: resnet"))
+    with pytest.raises(ConfigError, match=r"model.name 'resnet' is not a known model; use one of"):
+        train.main(*train_args(data_run, tmp_path, params)[2::2])
+
+
+def test_unknown_scaler_is_a_config_error(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", [*TINY, "preprocess.scaling=robust"])
+    with pytest.raises(ConfigError, match=r"preprocess.scaling: .*'robust'"):
+        train.main(*train_args(data_run, tmp_path, params)[2::2])
+
+
+def test_spec_that_does_not_match_the_data(data_run: Path, tmp_path: Path) -> None:
+    spec = read_json(data_run / "data/features/spec.json")
+    spec["features"].append({"name": "gate_number", "kind": "numeric", "dtype": "Int64", "nullable": False})
+    bad_spec = tmp_path / "spec.json"
+    from ontime.io import write_json
+
+    write_json(bad_spec, spec)
+    params = write_params(tmp_path / "params.yaml", TINY)
+    args = train_args(data_run, tmp_path, params)
+    args[args.index("--spec") + 1] = str(bad_spec)
+    with pytest.raises(DataError, match=r"\['gate_number'\] of the feature spec are missing"):
+        train.main(*args[2::2])
+    assert not (tmp_path / "model").exists()
+
+
+def test_nan_loss_is_reported_with_a_fix(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(
+        tmp_path / "params.yaml", [*TINY, "train.lr=1e30", "train.grad_clip=0", "train.warmup_epochs=0"]
+    )
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf).*lower train.lr"):
+        train.main(*train_args(data_run, tmp_path, params)[2::2])
+    assert not (tmp_path / "model").exists()
+    assert not (tmp_path / "train.json").exists()
+
+
+def test_cli_reports_training_errors_without_traceback(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", [*TINY, "train.device=cuda"])
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    else:
+        cuda = True
+    proc = subprocess.run(
+        [str(BIN / "ontime"), *train_args(data_run, tmp_path, params)],
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
+    if cuda:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == 2
+        assert "no CUDA device is visible; use auto or cpu" in proc.stderr
+        assert "Traceback" not in proc.stderr
