@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,8 +258,13 @@ def fit(
     live_dir: Path | None = None,
     lr_scale: dict[str, float] | None = None,
     desc: str = "train",
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` with AdamW, warm-up + cosine schedule, early stopping on validation ROC AUC."""
+    """Train ``model`` with AdamW, warm-up + cosine schedule, early stopping on validation ROC AUC.
+
+    ``on_epoch(epoch, row)`` is called after each epoch's validation (``row`` holds ``valid/roc_auc``
+    and the losses); it may raise to stop the run (hyperparameter search pruning).
+    """
     model.to(rt.device)
     y = train.y
     pos = float(y.sum())
@@ -357,6 +362,8 @@ def fit(
             }
             history.append(row)
             _log_epoch(live, row)
+            if on_epoch is not None:
+                on_epoch(epoch, row)
             if metrics["roc_auc"] > best_auc + 1e-6:
                 best_auc, best_epoch, bad_epochs = metrics["roc_auc"], epoch, 0
                 best_state = state_dict_cpu(model)

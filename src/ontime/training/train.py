@@ -8,6 +8,7 @@ under ``torchrun`` without code changes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def train(
     checkpoint_dir: Path | None,
     live_dir: Path | None,
     fingerprint_: str,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[TorchCandidate, dict[str, Any]]:
     """Fit preprocessing and the model; return the best-epoch candidate and its metrics."""
     pre = fit_preprocessor(pre_cfg, spec, train_df)
@@ -103,6 +105,7 @@ def train(
         fingerprint=fingerprint_,
         live_dir=live_dir,
         desc="train",
+        on_epoch=on_epoch,
     )
     model.to("cpu").load_state_dict(result.best_state)
     candidate = TorchCandidate(
