@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import polars as pl
@@ -113,16 +114,21 @@ def test_generic_table_through_dvc(repo: Path) -> None:
     assert test.get_column("when").dt.month().min() >= 5
 
 
-def test_dvc_repro_through_evaluate(repo: Path) -> None:
+def test_dvc_repro_whole_graph(repo: Path) -> None:
     tiny = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
     run(["ontime", "params", "experiment=smoke", *tiny], repo)
     run(["git", "commit", "-qam", "smoke params"], repo)
-    out = run(["dvc", "repro", "evaluate"], repo)
-    assert {"train", "baseline", "evaluate"} <= {
-        s for s in ("train", "baseline", "evaluate") if f"Running stage '{s}'" in out.stdout
-    }
+    out = run(["dvc", "repro"], repo)
+    later = ("train", "finetune", "baseline", "ensemble", "evaluate", "select")
+    assert {s for s in later if f"Running stage '{s}'" in out.stdout} == set(later)
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"base", "lgbm_train", "lgbm_all"}
+    assert set(metrics) == {"base", "finetuned", "lgbm_train", "lgbm_all", "ens_weighted", "ens_stacking"}
+    champion = json.loads((repo / "metrics/select.json").read_text())["champion"]
+    card = json.loads((repo / "models/champion/model_card.json").read_text())
+    assert card["champion"] == champion
+    best_valid = max(metrics, key=lambda c: metrics[c]["valid"]["roc_auc"])
+    assert metrics[champion]["valid"]["roc_auc"] == metrics[best_valid]["valid"]["roc_auc"]
+    assert (repo / "models/champion/MODEL_CARD.md").read_text().startswith(f"# Model card: {champion}")
     for block in metrics.values():
         assert 0 < block["threshold"] < 1
         assert block["test"]["roc_auc"] > 0.55
@@ -149,5 +155,30 @@ def test_dvc_repro_through_evaluate(repo: Path) -> None:
         ["dvc", "exp", "run", "-S", "experiment=smoke", *(f"-S{o}" for o in tiny), "-S", "train.lr=0.003"],
         repo,
     )
-    ran_now = {s for s in ("split", "train", "baseline", "evaluate") if f"Running stage '{s}'" in exp.stdout}
-    assert ran_now == {"train", "evaluate"}, exp.stdout
+    ran_now = {s for s in ("split", *later) if f"Running stage '{s}'" in exp.stdout}
+    assert ran_now == {"train", "finetune", "ensemble", "evaluate", "select"}, exp.stdout
+
+
+def test_grid_search_through_the_queue(repo: Path) -> None:
+    tiny = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
+    run(["ontime", "params", "experiment=smoke", *tiny], repo)
+    run(["git", "commit", "-qam", "smoke params"], repo)
+    run(["dvc", "repro"], repo)  # fills the run cache: queued runs restore the unchanged stages
+    overrides = [f"-S{o}" for o in ("experiment=smoke", *tiny)]
+    run(["dvc", "exp", "run", "--queue", *overrides, "-S", "finetune.lr=0.0001,0.001"], repo)
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    lrs = sorted(
+        exp["data"]["params"]["params.yaml"]["data"]["finetune"]["lr"]
+        for commit in shown
+        for group in commit.get("experiments") or []
+        for exp in group["revs"]
+    )
+    assert lrs == [0.0001, 0.001], lrs

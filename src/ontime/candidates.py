@@ -15,7 +15,7 @@ import polars as pl
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 
-Kind = Literal["torch", "lightgbm"]
+Kind = Literal["torch", "lightgbm", "ensemble"]
 CANDIDATE_FILE = "candidate.json"
 
 
@@ -49,4 +49,8 @@ def load_candidate(folder: str | Path) -> Candidate:
         from ontime.training.baseline import LightGBMCandidate
 
         return LightGBMCandidate.load(folder)
+    if info.get("kind") == "ensemble":
+        from ontime.training.ensemble import EnsembleCandidate
+
+        return EnsembleCandidate.load(folder)
     raise DataError(f"{info_path}: unknown candidate kind {info.get('kind')!r}")

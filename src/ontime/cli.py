@@ -55,6 +55,30 @@ def _baseline(a: argparse.Namespace) -> None:
     baseline.main(a.params, a.split, a.spec, a.out, a.metrics)
 
 
+def _finetune(a: argparse.Namespace) -> None:
+    from ontime.training import finetune
+
+    finetune.main(a.params, a.base, a.split, a.spec, a.out, a.metrics, a.checkpoints, a.live)
+
+
+def _ensemble(a: argparse.Namespace) -> None:
+    from ontime.training import ensemble
+
+    ensemble.main(a.params, a.split, a.spec, a.candidate, a.out, a.metrics)
+
+
+def _select(a: argparse.Namespace) -> None:
+    from ontime.evaluation import select
+
+    select.main(a.params, a.evaluation, a.candidate, a.split, a.spec, a.out, a.metrics)
+
+
+def _tune(a: argparse.Namespace) -> None:
+    from ontime.training import tune
+
+    tune.main(a.params, a.split, a.spec, a.out, a.metrics)
+
+
 def _params(a: argparse.Namespace) -> None:
     from ontime import params
 
@@ -138,6 +162,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, help="JSON training summary")
     p.add_argument("--checkpoints", required=True, help="checkpoint folder (kept between runs)")
     p.add_argument("--live", required=True, help="dvclive folder for the training curves")
+
+    p = stage(
+        "finetune",
+        _finetune,
+        "Fine-tune the trained model on the fine-tune window (params `finetune`: strategy full, head, "
+        "frozen_embeddings or discriminative; its own lr, epochs, patience) with early stopping on "
+        "finetune_valid. Resumes from --checkpoints.",
+    )
+    p.add_argument("--base", required=True, help="the trained model folder (from train)")
+    p.add_argument("--split", required=True, help="folder of split parts")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--metrics", required=True, help="JSON fine-tuning summary")
+    p.add_argument("--checkpoints", required=True, help="checkpoint folder (kept between runs)")
+    p.add_argument("--live", required=True, help="dvclive folder for the curves")
+
+    p = stage(
+        "ensemble",
+        _ensemble,
+        "Fit ensembles of candidates on finetune_valid rows (params `ensemble`): a weighted average "
+        "and stacking, with out-of-fold validation predictions for a fair selection.",
+    )
+    p.add_argument("--split", required=True, help="folder of split parts")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--candidate", action="append", required=True, help="a member model folder; repeat")
+    p.add_argument("--out", required=True, help="output folder (one folder per ensemble)")
+    p.add_argument("--metrics", required=True, help="JSON: ensemble weights and validation scores")
+
+    p = stage(
+        "select",
+        _select,
+        "Pick the champion by a validation metric (params `select`), copy it to the output folder "
+        "with a model card (JSON and Markdown).",
+    )
+    p.add_argument("--evaluation", required=True, help="metrics file from evaluate")
+    p.add_argument("--candidate", action="append", required=True, help="a model folder; repeat")
+    p.add_argument("--split", required=True, help="folder of split parts (hashed into the card)")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--out", required=True, help="champion folder")
+    p.add_argument("--metrics", required=True, help="JSON: the champion and its scores")
+
+    p = stage(
+        "tune",
+        _tune,
+        "Bayesian hyperparameter search (optuna TPE, params `tune`) on the train part, scored on "
+        "train_valid; writes trials.csv, best_params.json and best_overrides.txt "
+        "(apply with `dvc exp run $(cat reports/tune/best_overrides.txt)`).",
+    )
+    p.add_argument("--split", required=True, help="folder of split parts")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--out", required=True, help="output folder for the search results")
+    p.add_argument("--metrics", required=True, help="JSON: best validation ROC AUC and trial counts")
 
     p = stage(
         "baseline",

@@ -264,3 +264,28 @@ class EvaluateConfig(StrictModel):
     threshold: Literal["f1", "cost"]
     cost_fp: float = Field(gt=0, description="cost of a false alarm (threshold: cost)")
     cost_fn: float = Field(gt=0, description="cost of a missed delay (threshold: cost)")
+
+
+class FinetuneConfig(StrictModel):
+    """Adapting the trained model to the recent window; other settings come from ``train``."""
+
+    strategy: Literal["full", "head", "frozen_embeddings", "discriminative"]
+    lr: float = Field(gt=0)
+    epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    warmup_epochs: float = Field(ge=0)
+    layer_lr_decay: float = Field(
+        gt=0, le=1, description="discriminative: lr x decay for blocks, x decay^2 for embeddings"
+    )
+
+
+class EnsembleConfig(StrictModel):
+    members: list[str] = Field(min_length=2, description="candidate names to combine")
+    methods: list[Literal["weighted", "stacking"]] = Field(min_length=1)
+    folds: int = Field(ge=2, description="time-ordered folds of the validation rows for honest scores")
+    stacking_c: float = Field(gt=0, description="inverse L2 strength of the stacking regression")
+
+
+class SelectConfig(StrictModel):
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier", "f1"]
+    candidates: list[str] = Field(min_length=1)

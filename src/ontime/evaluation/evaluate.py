@@ -24,6 +24,19 @@ from ontime.spec import FeatureSpec, read_part
 log = logging.getLogger(__name__)
 
 
+def validation_predictions(cand: Candidate, valid: pl.DataFrame, part: str) -> np.ndarray:
+    """A candidate's predictions for the validation rows: out-of-fold ones when it was fitted on
+    these very rows (ensembles), so its threshold and validation score stay honest."""
+    oof = getattr(cand, "oof", {}).get(part)
+    if oof is None:
+        return cand.predict_proba(valid)
+    if len(oof) != valid.height:
+        raise DataError(
+            f"{cand.name}: out-of-fold predictions cover {len(oof)} rows, {part} has {valid.height}; re-run"
+        )
+    return np.asarray(oof, dtype=np.float64)
+
+
 def evaluate(
     candidates: list[Candidate],
     valid: pl.DataFrame,
@@ -41,7 +54,8 @@ def evaluate(
     preds = {"valid": valid.select(keep), "test": test.select(keep)}
     metrics: dict[str, Any] = {}
     for cand in candidates:
-        p_valid, p_test = cand.predict_proba(valid), cand.predict_proba(test)
+        p_valid = validation_predictions(cand, valid, cfg.valid_part)
+        p_test = cand.predict_proba(test)
         t = choose_threshold(y_valid, p_valid, method=cfg.threshold, cost_fp=cfg.cost_fp, cost_fn=cfg.cost_fn)
         metrics[cand.name] = {
             "threshold": round(t, 6),

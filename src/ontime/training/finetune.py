@@ -1,0 +1,172 @@
+"""finetune: adapt the trained model to the recent window (October-November by default).
+
+Starts from the trained weights and preprocessing (categories unseen before map to the
+out-of-vocabulary slot), trains on the ``finetune`` part with its own learning rate, epochs and early
+stopping on ``finetune_valid``. Strategies: ``full``; ``head`` (only the output head learns);
+``frozen_embeddings`` (feature embeddings fixed, blocks and head learn); ``discriminative`` (all
+learn, the lower the layer the smaller its learning rate).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch.distributed as dist
+from torch import nn
+
+from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
+from ontime.errors import DataError
+from ontime.io import atomic_outputs, write_json
+from ontime.spec import FeatureSpec, read_part
+from ontime.training.loop import Runtime, barrier, fingerprint, fit, setup_runtime
+from ontime.training.model_io import TorchCandidate
+from ontime.training.train import arrays
+
+log = logging.getLogger(__name__)
+
+# Parameter name prefixes of the two architectures (models/mlp.py, models/ft_transformer.py).
+EMBEDDINGS = ("num_embedding.", "cat_embeddings.", "tokenizer.", "cls_token")
+HEAD = ("head.",)
+
+
+def frozen(name: str, cfg: FinetuneConfig) -> bool:
+    """Whether the parameter ``name`` stays fixed under the strategy."""
+    if cfg.strategy == "head":
+        return not name.startswith(HEAD)
+    return cfg.strategy == "frozen_embeddings" and name.startswith(EMBEDDINGS)
+
+
+def apply_strategy(model: nn.Module, cfg: FinetuneConfig) -> dict[str, float]:
+    """Freeze what the strategy keeps fixed; return per-prefix learning-rate scales."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(not frozen(name, cfg))
+    if cfg.strategy != "discriminative":
+        return {}
+    decay = cfg.layer_lr_decay
+    return {**dict.fromkeys(EMBEDDINGS, decay**2), "blocks.": decay, "head.": 1.0}
+
+
+def finetune(
+    base: TorchCandidate,
+    cfg: FinetuneConfig,
+    train_cfg: TrainConfig,
+    *,
+    spec: FeatureSpec,
+    train_df: pl.DataFrame,
+    valid_df: pl.DataFrame,
+    seed_: int,
+    rt: Runtime,
+    checkpoint_dir: Path | None,
+    live_dir: Path | None,
+    fingerprint_: str,
+) -> tuple[TorchCandidate, dict[str, Any]]:
+    """Fine-tune ``base`` (its preprocessing unchanged) and return the best-epoch candidate."""
+    tr = arrays(base.preprocessor, train_df, spec.target, where="finetune part")
+    va = arrays(base.preprocessor, valid_df, spec.target, where="finetune_valid part")
+    model = base.model
+    lr_scale = apply_strategy(model, cfg)
+    opt_cfg = train_cfg.model_copy(
+        update={
+            "lr": cfg.lr,
+            "epochs": cfg.epochs,
+            "patience": cfg.patience,
+            "warmup_epochs": cfg.warmup_epochs,
+        }
+    )
+    result = fit(
+        model,
+        train=tr,
+        valid=va,
+        cfg=opt_cfg,
+        seed=seed_,
+        rt=rt,
+        n_scaled=len(spec.numeric),
+        checkpoint_dir=checkpoint_dir,
+        fingerprint=fingerprint_,
+        live_dir=live_dir,
+        lr_scale=lr_scale,
+        desc="finetune",
+    )
+    model.to("cpu").load_state_dict(result.best_state)
+    model.requires_grad_(True)
+    tuned = TorchCandidate(
+        name="finetuned",
+        model=model,
+        architecture=base.architecture,
+        kwargs=base.kwargs,
+        preprocessor=base.preprocessor,
+    )
+    metrics = {
+        "strategy": cfg.strategy,
+        "best_epoch": result.best_epoch + 1,
+        "epochs_run": result.epochs_run,
+        "valid_roc_auc": round(result.best_roc_auc, 6),
+        "train_rows": len(tr.y),
+        "valid_rows": len(va.y),
+        "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if not frozen(n, cfg)),
+    }
+    return tuned, metrics
+
+
+def main(
+    params_path: str,
+    base_dir: str,
+    split_dir: str,
+    spec_path: str,
+    out_dir: str,
+    metrics_path: str,
+    checkpoint_dir: str,
+    live_dir: str,
+) -> None:
+    params = load_params(params_path)
+    cfg = section(params, "finetune", FinetuneConfig, source=params_path)
+    train_cfg = section(params, "train", TrainConfig, source=params_path)
+    spec = FeatureSpec.load(spec_path)
+    base_path = Path(base_dir)
+    if not (base_path / "model.safetensors").is_file():
+        raise DataError(f"{base_dir}: no trained model; run the train stage first (dvc repro train)")
+    base = TorchCandidate.load(base_path)
+    train_df = read_part(split_dir, "finetune", spec)
+    valid_df = read_part(split_dir, "finetune_valid", spec)
+    rt = setup_runtime(train_cfg.device, train_cfg.threads)
+    fp = fingerprint(
+        params={k: params.get(k) for k in ("finetune", "train", "seed")},
+        files=[
+            Path(split_dir) / "finetune.parquet",
+            Path(split_dir) / "finetune_valid.parquet",
+            base_path / "model.safetensors",
+            base_path / "preprocessor.json",
+        ],
+        world_size=rt.world_size,
+    )
+    try:
+        tuned, metrics = finetune(
+            base,
+            cfg,
+            train_cfg,
+            spec=spec,
+            train_df=train_df,
+            valid_df=valid_df,
+            seed_=seed(params),
+            rt=rt,
+            checkpoint_dir=Path(checkpoint_dir),
+            live_dir=Path(live_dir),
+            fingerprint_=fp,
+        )
+        if rt.is_main:
+            with atomic_outputs(out_dir, metrics_path) as (tmp, tmp_metrics):
+                tuned.save(
+                    tmp,
+                    trained_on=["train", "finetune"],
+                    validated_on="finetune_valid",
+                    strategy=cfg.strategy,
+                )
+                write_json(tmp_metrics, metrics)
+            log.info("finetune: %s", metrics)
+        barrier(rt)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,302 @@
+"""tune: Bayesian hyperparameter search (optuna TPE) over the params of the train stage.
+
+Each trial copies ``params.yaml``, sets its sampled values at dotted keys (``train.lr``,
+``model.d_block``: the keys of ``dvc exp run -S key=value``), validates them with the train stage's
+typed configs and trains on the ``train`` part, scored by its best ROC AUC on ``train_valid``. The
+``test`` part is never read. Trials run one after another from a sampler seeded by ``seed``, so a
+search that ``timeout_s`` does not cut short picks the same best params on every run (one machine).
+
+``max_train_rows`` keeps the last rows of the train part in time order: the most recent weeks, the
+nearest to the validation days, at a bounded cost per trial. ``best_overrides.txt`` then applies the
+winner to the full train stage: ``dvc exp run $(cat tune/best_overrides.txt)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import optuna
+import polars as pl
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import Field, model_validator
+
+from ontime.config import (
+    ModelConfig,
+    PreprocessConfig,
+    StrictModel,
+    TrainConfig,
+    load_params,
+    model_section,
+    section,
+    seed,
+)
+from ontime.errors import ConfigError, OntimeError
+from ontime.io import atomic_outputs, write_json
+from ontime.spec import FeatureSpec, read_part
+from ontime.training.loop import TrainingError, setup_runtime
+from ontime.training.train import train
+
+log = logging.getLogger(__name__)
+
+Value = float | int | str | bool
+SECTIONS = ("train", "model", "preprocess")
+TRIAL_ERRORS = (TrainingError, ConfigError, ValueError)  # a bad combination fails its trial only
+# string choices pass unquoted through the shell and Hydra's override grammar, and stay strings there
+_PLAIN = re.compile(r"(?!(?i:true|false|null|inf|nan)$)[A-Za-z_][A-Za-z0-9_-]*")
+
+
+class TuneError(OntimeError):
+    """The search produced nothing usable (no trial completed)."""
+
+
+class ParamSpace(StrictModel):
+    """The range of one param: ``float`` or ``int`` in [low, high] (``log`` scale), or ``categorical``."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None
+    high: float | None
+    log: bool
+    choices: list[float | int | str | bool] | None
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpace:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("type categorical needs a non-empty list of choices, e.g. [none, balanced]")
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("type categorical takes choices only; set low: null, high: null, log: false")
+            bad = [c for c in self.choices if isinstance(c, str) and not _PLAIN.fullmatch(c)]
+            if bad:
+                raise ValueError(
+                    f"string choices must be plain words (letters, digits, _, -), however: {bad}"
+                )
+            return self
+        if self.choices is not None:
+            raise ValueError(f"choices is for type categorical only; set choices: null for type {self.type}")
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"type {self.type} needs low < high, however: low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, however: low={self.low}; use log: false")
+        if self.type == "int" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"type int needs whole bounds, however: low={self.low}, high={self.high}")
+        return self
+
+    def candidates(self) -> list[Value]:
+        """The values checked before searching: both bounds, or every choice."""
+        if self.choices is not None:
+            return list(self.choices)
+        low, high = float(self.low or 0), float(self.high or 0)  # both set: see _check
+        return [int(low), int(high)] if self.type == "int" else [low, high]
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Value:
+        """Sample this param's value for ``trial`` (recorded under ``name``, the dotted key)."""
+        if self.choices is not None:
+            return cast(Value, trial.suggest_categorical(name, self.choices))
+        low, high = self.candidates()
+        if self.type == "int":
+            return trial.suggest_int(name, int(low), int(high), log=self.log)
+        return trial.suggest_float(name, float(low), float(high), log=self.log)
+
+
+class TuneConfig(StrictModel):
+    """The ``tune`` section: budget, pruning, rows and epochs per trial, and the space searched."""
+
+    n_trials: int = Field(ge=1)
+    timeout_s: float = Field(gt=0, description="no new trial starts after this many seconds")
+    pruning: bool = Field(description="stop trials whose validation ROC AUC trails the median")
+    max_train_rows: int | None = Field(ge=1, description="train on the most recent rows only")
+    epochs: int = Field(ge=1, description="max epochs per trial; replaces train.epochs")
+    space: dict[str, ParamSpace] = Field(min_length=1, description="dotted key -> range, e.g. train.lr")
+
+
+def fmt(value: Value) -> str:
+    """``value`` as Hydra's override grammar reads it back (``repr`` round-trips a float exactly)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def with_values(params: dict[str, Any], values: dict[str, Value], *, epochs: int) -> dict[str, Any]:
+    """A copy of ``params`` with ``train.epochs`` and every dotted key of ``values`` set."""
+    out = copy.deepcopy(params)
+    for key, value in {"train.epochs": epochs, **values}.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return out
+
+
+def configs(params: dict[str, Any], *, source: str) -> tuple[ModelConfig, TrainConfig, PreprocessConfig]:
+    """The typed views the train stage reads, with its errors."""
+    return (
+        model_section(params, source=source),
+        section(params, "train", TrainConfig, source=source),
+        section(params, "preprocess", PreprocessConfig, source=source),
+    )
+
+
+def check_space(cfg: TuneConfig, params: dict[str, Any], *, source: str) -> None:
+    """Fail before training unless every key is an existing param and every bound/choice is valid.
+
+    Raises:
+        ConfigError: naming the key, the active model and the fix.
+    """
+    for key, space in cfg.space.items():
+        first, *rest = key.split(".")
+        if first not in SECTIONS or not rest or key in ("model.name", "train.epochs"):
+            raise ConfigError(
+                f"{source}: tune.space.{key} cannot be searched: use dotted params of {SECTIONS} such "
+                "as train.lr (switch models with -S model=NAME; trial epochs are tune.epochs)"
+            )
+        node: Any = params.get(first)
+        for part in rest:
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError or isinstance(node, dict):
+            owner = f"model {params['model'].get('name')}" if first == "model" else first
+            known = sorted(params.get(first) or {})
+            raise ConfigError(f"{source}: tune.space.{key} is not a param of {owner}; known: {known}")
+        for value in space.candidates():
+            trial_params = with_values(params, {key: value}, epochs=cfg.epochs)
+            configs(trial_params, source=f"{source}: tune.space.{key} value {value!r}")
+
+
+def recent_rows(df: pl.DataFrame, n: int | None, time_column: str | None) -> pl.DataFrame:
+    """The last ``n`` rows in time order (all of them when ``n`` is None)."""
+    if n is None or n >= df.height:
+        return df
+    return (df.sort(time_column, maintain_order=True) if time_column else df).tail(n)
+
+
+def search(
+    params: dict[str, Any],
+    cfg: TuneConfig,
+    *,
+    spec: FeatureSpec,
+    train_df: pl.DataFrame,
+    valid_df: pl.DataFrame,
+) -> optuna.Study:
+    """Run up to ``cfg.n_trials`` trials one at a time, maximising validation ROC AUC.
+
+    With ``cfg.pruning`` a trial stops once its ROC AUC after an epoch trails the median of earlier
+    trials at that epoch; the first two trials always run in full, and no trial stops before epoch 2.
+    """
+    base = section(params, "train", TrainConfig)
+    rt = setup_runtime(base.device, base.threads)
+    seed_ = seed(params)
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {key: space.suggest(trial, key) for key, space in cfg.space.items()}
+
+        def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            if math.isfinite(auc := row["valid/roc_auc"]):
+                trial.report(auc, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"epoch {epoch + 1}: valid ROC AUC {auc:.4f} below the median")
+
+        try:
+            trial_params = with_values(params, values, epochs=cfg.epochs)
+            model_cfg, train_cfg, pre_cfg = configs(trial_params, source=f"tune trial {trial.number}")
+            _, metrics = train(
+                model_cfg=model_cfg, train_cfg=train_cfg, pre_cfg=pre_cfg, seed_=seed_, spec=spec,
+                train_df=train_df, valid_df=valid_df, rt=rt, checkpoint_dir=None, live_dir=None,
+                fingerprint_="", on_epoch=on_epoch,
+            )  # fmt: skip
+        except TRIAL_ERRORS as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
+        return float(metrics["valid_roc_auc"])
+
+    def report(_: optuna.Study, t: FrozenTrial) -> None:
+        value = None if t.value is None else round(t.value, 6)
+        secs = t.duration.total_seconds() if t.duration else 0.0
+        log.info("tune: trial %d %s, value %s, %s (%.1fs)", t.number, t.state.name, value, t.params, secs)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial: report()
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed_),
+        pruner=pruner if cfg.pruning else optuna.pruners.NopPruner(),
+    )
+    study.optimize(
+        objective,
+        n_trials=cfg.n_trials,
+        timeout=cfg.timeout_s,
+        n_jobs=1,
+        catch=TRIAL_ERRORS,
+        callbacks=[report],
+    )
+    return study
+
+
+def write_trials(path: Path, study: optuna.Study, keys: list[str]) -> None:
+    """One row per trial: number, state, value (a pruned trial's last AUC), params, duration."""
+    rows: list[list[Any]] = [["number", "state", "value", *keys, "duration_s"]]
+    for t in study.trials:
+        value = "" if t.value is None else round(t.value, 6)
+        secs = round(t.duration.total_seconds(), 1) if t.duration else ""
+        rows.append(
+            [t.number, t.state.name, value, *(fmt(t.params[k]) if k in t.params else "" for k in keys), secs]
+        )
+    with path.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+
+
+def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics_path: str) -> None:
+    """Search the ``tune`` section's space, then write the results atomically.
+
+    Args:
+        params_path: ``params.yaml`` with sections ``tune``, ``model``, ``train``, ``preprocess``, ``seed``.
+        split_dir: folder holding ``train.parquet`` and ``train_valid.parquet`` (never ``test``).
+        spec_path: the feature spec written by featurize.
+        out_dir: gets ``trials.csv``, ``best_params.json`` and ``best_overrides.txt``.
+        metrics_path: JSON with ``best_valid_roc_auc``, ``best_trial`` and trial counts by state.
+
+    Raises:
+        ConfigError: the ``tune`` section or a key of its space is invalid.
+        TuneError: no trial completed.
+    """
+    params = load_params(params_path)
+    cfg = section(params, "tune", TuneConfig, source=params_path)
+    configs(params, source=params_path)
+    check_space(cfg, params, source=params_path)
+    spec = FeatureSpec.load(spec_path)
+    train_df = recent_rows(read_part(split_dir, "train", spec), cfg.max_train_rows, spec.time_column)
+    valid_df = read_part(split_dir, "train_valid", spec)
+    study = search(params, cfg, spec=spec, train_df=train_df, valid_df=valid_df)
+
+    states = [t.state for t in study.trials]
+    done, pruned, failed = (
+        states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    )
+    if not done:
+        errors = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
+        raise TuneError(
+            f"tune: no trial completed ({pruned} pruned, {failed} failed; first error: "
+            f"{errors[0] if errors else None}); raise tune.timeout_s or tune.n_trials, set "
+            "tune.pruning=false or narrow tune.space"
+        )
+    best, keys = study.best_trial, list(cfg.space)
+    overrides = " ".join(f"-S {k}={fmt(best.params[k])}" for k in keys)  # plain words: no quoting needed
+    metrics = {
+        "best_valid_roc_auc": round(float(best.values[0]), 6),
+        "best_trial": best.number,
+        "n_trials_complete": done,
+        "n_trials_pruned": pruned,
+        "n_trials_failed": failed,
+    }
+    with atomic_outputs(out_dir, metrics_path) as (tmp, tmp_metrics):
+        tmp.mkdir()
+        write_trials(tmp / "trials.csv", study, keys)
+        write_json(tmp / "best_params.json", {k: best.params[k] for k in keys})
+        (tmp / "best_overrides.txt").write_text(overrides + "\n")
+        write_json(tmp_metrics, metrics)
+    log.info("tune: best trial %d, %s; apply it: dvc exp run %s", best.number, metrics, overrides)
