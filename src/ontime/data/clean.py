@@ -39,6 +39,23 @@ def _numeric(df: pl.DataFrame, column: str, *, table: str, rule: str) -> None:
         )
 
 
+def apply_value_rules(df: pl.DataFrame, rules: TableRules) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Outliers to null, then fills: the row-wise rules, shared with online scoring."""
+    counts: dict[str, int] = {}
+    nulled = []
+    for column, (lo, hi) in sorted(rules.outliers.items()):
+        if column not in df.columns:
+            continue
+        outside = (pl.col(column) < lo) | (pl.col(column) > hi)
+        counts[f"outliers_nulled_{column}"] = df.select(outside.sum()).item()
+        nulled.append(pl.when(outside).then(None).otherwise(pl.col(column)).alias(column))
+    df = df.with_columns(nulled)
+    fills = {c: v for c, v in rules.fill.items() if c in df.columns}
+    for column in sorted(fills):
+        counts[f"filled_{column}"] = df.get_column(column).null_count()
+    return df.with_columns(pl.col(c).fill_null(v) for c, v in fills.items()), counts
+
+
 def clean_table(
     df: pl.DataFrame, rules: TableRules, *, table: str
 ) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -66,17 +83,10 @@ def clean_table(
                 f"or widen clean.tables.{table}.ranges.{column}"
             )
 
-    nulled = []
-    for column, (lo, hi) in sorted(rules.outliers.items()):
+    for column in sorted(rules.outliers):
         _numeric(df, column, table=table, rule="outliers")
-        outside = (pl.col(column) < lo) | (pl.col(column) > hi)
-        counts[f"outliers_nulled_{column}"] = df.select(outside.sum()).item()
-        nulled.append(pl.when(outside).then(None).otherwise(pl.col(column)).alias(column))
-    df = df.with_columns(nulled)
-
-    for column, _value in sorted(rules.fill.items()):
-        counts[f"filled_{column}"] = df.get_column(column).null_count()
-    df = df.with_columns(pl.col(c).fill_null(v) for c, v in rules.fill.items())
+    df, changed = apply_value_rules(df, rules)
+    counts.update(changed)
 
     before = df.height
     df = df.drop_nulls(rules.drop_missing) if rules.drop_missing else df

@@ -183,7 +183,9 @@ def featurize(
         if needs_time and cfg.time_column is None:
             raise DataError(f"featurize.derived {group!r} needs featurize.time_column; set it")
         _check_columns(columns, needed, what=f"featurize.derived {group!r}")
-        exprs.extend(fn(cfg))
+        # A derived value already in the input (e.g. schedule counts sent to the online service)
+        # is kept as given, not recomputed.
+        exprs.extend(e for e in fn(cfg) if e.meta.output_name() not in columns)
     lf = lf.with_columns(exprs)
     if "holidays" in cfg.derived:
         if cfg.time_column is None:

@@ -1,0 +1,1 @@
+"""Serving: online featurization and scoring, the BentoML service, request logging, predict."""
