@@ -68,7 +68,13 @@ def test_discriminative_learning_rates() -> None:
 
     model = MLP(n_num=3, cardinalities=[4], d_block=8, n_blocks=2, num_embedding="periodic")
     cfg = FinetuneConfig(
-        strategy="discriminative", lr=1e-3, epochs=1, patience=1, warmup_epochs=0, layer_lr_decay=0.5
+        strategy="discriminative",
+        lr=1e-3,
+        epochs=1,
+        patience=1,
+        warmup_epochs=0,
+        layer_lr_decay=0.5,
+        replay=0,
     )
     scales = finetune.apply_strategy(model, cfg)
     groups = parameter_groups(model, weight_decay=0.0, lr_scale=scales)

@@ -277,6 +277,9 @@ class FinetuneConfig(StrictModel):
     layer_lr_decay: float = Field(
         gt=0, le=1, description="discriminative: lr x decay for blocks, x decay^2 for embeddings"
     )
+    replay: float = Field(
+        ge=0, description="train-window rows mixed in, as a multiple of the fine-tune rows (0 = none)"
+    )
 
 
 class EnsembleConfig(StrictModel):

@@ -49,6 +49,15 @@ def apply_strategy(model: nn.Module, cfg: FinetuneConfig) -> dict[str, float]:
     return {**dict.fromkeys(EMBEDDINGS, decay**2), "blocks.": decay, "head.": 1.0}
 
 
+def with_replay(recent: pl.DataFrame, older: pl.DataFrame, replay: float, seed_: int) -> pl.DataFrame:
+    """The fine-tune rows plus a seeded sample of training-window rows (rehearsal against
+    forgetting what the recent window does not show)."""
+    n = min(older.height, round(replay * recent.height))
+    if n == 0:
+        return recent
+    return pl.concat([recent, older.sample(n, seed=seed_, shuffle=False)], how="vertical_relaxed")
+
+
 def finetune(
     base: TorchCandidate,
     cfg: FinetuneConfig,
@@ -129,7 +138,9 @@ def main(
     if not (base_path / "model.safetensors").is_file():
         raise DataError(f"{base_dir}: no trained model; run the train stage first (dvc repro train)")
     base = TorchCandidate.load(base_path)
-    train_df = read_part(split_dir, "finetune", spec)
+    train_df = with_replay(
+        read_part(split_dir, "finetune", spec), read_part(split_dir, "train", spec), cfg.replay, seed(params)
+    )
     valid_df = read_part(split_dir, "finetune_valid", spec)
     rt = setup_runtime(train_cfg.device, train_cfg.threads)
     fp = fingerprint(
