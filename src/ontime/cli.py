@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from ontime.errors import OntimeError
 
-Runner = Callable[[argparse.Namespace], None]
+Runner = Callable[[argparse.Namespace], int | None]
 
 
 def _collect(a: argparse.Namespace) -> None:
@@ -79,10 +79,34 @@ def _tune(a: argparse.Namespace) -> None:
     tune.main(a.params, a.split, a.spec, a.out, a.metrics)
 
 
+def _package(a: argparse.Namespace) -> None:
+    from ontime.serving import package
+
+    package.main(a.params, a.champion, a.clean, a.out, a.bentofile, a.build_ctx)
+
+
+def _predict(a: argparse.Namespace) -> None:
+    from ontime.serving import predict
+
+    predict.main(a.input, a.output, a.model)
+
+
 def _params(a: argparse.Namespace) -> None:
     from ontime import params
 
     params.main(a.conf, a.output, a.overrides, a.check)
+
+
+def _report(a: argparse.Namespace) -> None:
+    from ontime.reports import reports
+
+    reports.main(a.params, a.clean, a.split, a.spec, a.predictions, a.select, a.out, a.workspace, a.summary)
+
+
+def _monitor(a: argparse.Namespace) -> int:
+    from ontime.reports import monitor
+
+    return monitor.main(a.params, a.log, a.reference, a.spec, a.workspace, a.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +262,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, help="JSON metrics, a block per candidate")
     p.add_argument("--predictions", required=True, help="output folder for valid/test predictions")
     p.add_argument("--live", required=True, help="dvclive folder for the plots")
+
+    p = stage(
+        "package",
+        _package,
+        "Save the champion as a bundle (champion files, lookup tables, version) in the BentoML model "
+        "store as `ontime-delay` (in $BENTOML_HOME, default ~/bentoml) and build a Bento from the "
+        "bentofile (params `serve`).",
+    )
+    p.add_argument("--champion", required=True, help="champion folder (from select)")
+    p.add_argument("--clean", required=True, help="folder of cleaned tables (lookups: planes, airports)")
+    p.add_argument("--out", required=True, help="JSON file: the model and Bento tags")
+    p.add_argument("--bentofile", default="bentofile.yaml", help="Bento build file (default: %(default)s)")
+    p.add_argument("--build-ctx", default="src", help="Bento build context (default: %(default)s)")
+
+    p = sub.add_parser(
+        "predict",
+        help="Score a file of flights (Parquet or CSV, the data's raw fields) with a packaged model.",
+        description="Score a file of raw rows with the same validation and scoring as the service; "
+        "write the input rows plus delay_probability, delayed and model_version as Parquet. Columns "
+        "that are not request fields are carried through unscored.",
+    )
+    p.add_argument("--input", required=True, help="Parquet or CSV file of flights")
+    p.add_argument("--output", required=True, help="Parquet file to write")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a bundle folder or a BentoML model tag (default: the latest ontime-delay in the store)",
+    )
+    p.set_defaults(run=_predict)
+
+    p = stage(
+        "report",
+        _report,
+        "Evidently reports (params `report`): data quality of the cleaned data, drift of the test "
+        "window and of each month against the training window, classification quality of the "
+        "champion; HTML + JSON, a summary for `dvc exp show`, and snapshots in a local workspace.",
+    )
+    p.add_argument("--clean", required=True, help="folder of cleaned tables")
+    p.add_argument("--split", required=True, help="folder of split parts")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--predictions", required=True, help="folder with test.parquet from evaluate")
+    p.add_argument("--select", required=True, help="metrics/select.json (champion and threshold)")
+    p.add_argument("--out", required=True, help="output folder for the HTML and JSON reports")
+    p.add_argument("--workspace", required=True, help="Evidently workspace folder (kept and extended)")
+    p.add_argument("--summary", required=True, help="JSON summary (drift share, failed tests)")
+
+    p = stage(
+        "monitor",
+        _monitor,
+        "Drift of served traffic (the service's request log) against the training reference "
+        "(params `monitor`): writes an HTML report, adds a snapshot to the workspace, prints a JSON "
+        "summary. Exit 0: no drift; 1: drift share above monitor.drift_share_threshold; 2: error.",
+    )
+    p.add_argument("--log", default="logs/requests.jsonl", help="request log (default: %(default)s)")
+    p.add_argument(
+        "--reference", default="data/split/train.parquet", help="reference rows (default: %(default)s)"
+    )
+    p.add_argument(
+        "--spec", default="models/champion/feature_spec.json", help="feature spec (default: %(default)s)"
+    )
+    p.add_argument(
+        "--workspace", default="reports/workspace", help="Evidently workspace (default: %(default)s)"
+    )
+    p.add_argument("--out", default="reports/monitor.html", help="HTML report (default: %(default)s)")
     return parser
 
 
@@ -251,11 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Fixed thread counts keep results repeatable and the machine responsive.
     os.environ.setdefault("POLARS_MAX_THREADS", str(os.cpu_count() or 1))
     try:
-        args.run(args)
+        code = args.run(args)
     except OntimeError as exc:
         print(f"ontime {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

@@ -56,9 +56,7 @@ def apply_value_rules(df: pl.DataFrame, rules: TableRules) -> tuple[pl.DataFrame
     return df.with_columns(pl.col(c).fill_null(v) for c, v in fills.items()), counts
 
 
-def clean_table(
-    df: pl.DataFrame, rules: TableRules, *, table: str
-) -> tuple[pl.DataFrame, dict[str, int]]:
+def clean_table(df: pl.DataFrame, rules: TableRules, *, table: str) -> tuple[pl.DataFrame, dict[str, int]]:
     """Apply ``rules`` to one table; return the cleaned frame and per-rule counts."""
     counts: dict[str, int] = {"rows_in": df.height}
     if df.height == 0:
@@ -174,9 +172,7 @@ def clean(
     out: dict[str, pl.DataFrame] = {}
     metrics: dict[str, Any] = {"tables": {}}
     for table in sorted(cfg.tables):
-        out[table], metrics["tables"][table] = clean_table(
-            tables[table], cfg.tables[table], table=table
-        )
+        out[table], metrics["tables"][table] = clean_table(tables[table], cfg.tables[table], table=table)
         log.info("clean: %s: %s", table, metrics["tables"][table])
     metrics["orphans"] = count_orphans(out, cfg.tables)
     out[cfg.label.table], metrics["label"] = add_label(out[cfg.label.table], cfg.label)

@@ -150,9 +150,7 @@ def _infer(df: pl.DataFrame, column: str) -> DType:
     return "String"
 
 
-def apply_schema(
-    df: pl.DataFrame, dtypes: dict[str, DType], *, table: str, origin: str
-) -> pl.DataFrame:
+def apply_schema(df: pl.DataFrame, dtypes: dict[str, DType], *, table: str, origin: str) -> pl.DataFrame:
     """Cast ``df`` to the declared ``dtypes``; fail naming the column and a value that does not fit.
 
     Declared columns must exist. Undeclared text columns get the narrowest type that holds them.

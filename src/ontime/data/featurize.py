@@ -113,10 +113,7 @@ def holiday_distance(lf: pl.LazyFrame, cfg: FeaturizeConfig, years: list[int]) -
     prev = by_date.join_asof(days, left_on="_date", right_on="_holiday", strategy="backward")
     dist = nxt.join(prev, on="_date", suffix="_prev").select(
         "_date",
-        (pl.col("_holiday") - pl.col("_date"))
-        .dt.total_days()
-        .cast(pl.Int32)
-        .alias("days_to_holiday"),
+        (pl.col("_holiday") - pl.col("_date")).dt.total_days().cast(pl.Int32).alias("days_to_holiday"),
         (pl.col("_date") - pl.col("_holiday_prev"))
         .dt.total_days()
         .cast(pl.Int32)
@@ -137,9 +134,7 @@ def featurize(
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Build the feature table and its spec from the cleaned tables."""
     if cfg.base not in tables:
-        raise DataError(
-            f"featurize.base {cfg.base!r} is not a cleaned table (have {sorted(tables)})"
-        )
+        raise DataError(f"featurize.base {cfg.base!r} is not a cleaned table (have {sorted(tables)})")
     base = tables[cfg.base]
     _check_columns(base.columns, [LABEL], what=f"featurize.base {cfg.base!r} (the labelled table)")
     lf = base.lazy()

@@ -28,9 +28,7 @@ PARTS = ("train", "train_valid", "finetune", "finetune_valid", "test")
 
 def _at(day: dt.date, dtype: pl.DataType) -> pl.Expr:
     if isinstance(dtype, pl.Datetime):
-        moment = pl.lit(dt.datetime(day.year, day.month, day.day)).dt.cast_time_unit(
-            dtype.time_unit
-        )
+        moment = pl.lit(dt.datetime(day.year, day.month, day.day)).dt.cast_time_unit(dtype.time_unit)
         return moment.dt.replace_time_zone(dtype.time_zone) if dtype.time_zone else moment
     return pl.lit(day)
 
@@ -52,18 +50,12 @@ def time_split(df: pl.DataFrame, cfg: SplitConfig, time_column: str) -> dict[str
     return parts
 
 
-def random_split(
-    df: pl.DataFrame, cfg: SplitConfig, seed: int, *, stratify: bool
-) -> dict[str, pl.DataFrame]:
+def random_split(df: pl.DataFrame, cfg: SplitConfig, seed: int, *, stratify: bool) -> dict[str, pl.DataFrame]:
     """Seeded random parts by ``fractions``; ``stratify`` keeps each part's label rate."""
     rng = np.random.default_rng(seed)
     codes = np.empty(df.height, dtype=np.int8)
     labels = df.get_column("label").to_numpy()
-    groups = (
-        [np.flatnonzero(labels == v) for v in np.unique(labels)]
-        if stratify
-        else [np.arange(df.height)]
-    )
+    groups = [np.flatnonzero(labels == v) for v in np.unique(labels)] if stratify else [np.arange(df.height)]
     fractions = np.array([cfg.fractions["train"], cfg.fractions["finetune"], cfg.fractions["test"]])
     for rows in groups:
         rows = rng.permutation(rows)
@@ -78,9 +70,7 @@ def random_split(
     return {name: coded.filter(pl.col("_part") == c).drop("_part") for c, name in mapping.items()}
 
 
-def split(
-    df: pl.DataFrame, spec: dict[str, Any], cfg: SplitConfig, seed: int
-) -> dict[str, pl.DataFrame]:
+def split(df: pl.DataFrame, spec: dict[str, Any], cfg: SplitConfig, seed: int) -> dict[str, pl.DataFrame]:
     if cfg.method == "time":
         time_column = spec.get("time_column")
         if not time_column:

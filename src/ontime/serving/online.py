@@ -196,15 +196,18 @@ class Scorer:
             pl.lit(0, dtype=pl.Int8).alias(LABEL), pl.int_range(pl.len()).alias("_row")
         )
         tables = dict(self.lookups)
+        joins = []
         for join in self.feat.joins:
             if join.table not in self.serve.request_tables:
+                joins.append(join)
                 continue
+            # Each row brings its own values (its weather forecast): join them by row, never by the
+            # table's key, so rows sharing a key (e.g. two requests batched together) cannot mix.
             names = {f.column: f.name for f in self.fields if f.table == join.table}
-            provided = raw.select(
-                *(pl.col(left).alias(right) for left, right in zip(join.left_on, join.right_on, strict=True)),
-                *(pl.col(names[c]).alias(c) for c in join.columns),
+            tables[join.table] = raw.select(
+                pl.int_range(pl.len()).alias("_row"), *(pl.col(names[c]).alias(c) for c in join.columns)
             )
-            tables[join.table] = provided.unique(subset=join.right_on, keep="first", maintain_order=True)
+            joins.append(join.model_copy(update={"left_on": ["_row"], "right_on": ["_row"]}))
         for table, df in list(tables.items()):
             if table in self.clean.tables:
                 tables[table] = apply_value_rules(df, self.clean.tables[table])[0]
@@ -217,7 +220,7 @@ class Scorer:
         label = LabelConfig(
             table=self.feat.base, column=LABEL, threshold=None, positive_value=None, missing_positive=False
         )
-        df, _ = featurize(tables, self.feat, label)
+        df, _ = featurize(tables, self.feat.model_copy(update={"joins": joins}), label)
         return df.sort("_row").select(self.spec.columns)
 
     def predict_frame(self, raw: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:

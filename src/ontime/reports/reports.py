@@ -1,0 +1,673 @@
+"""report: Evidently data quality, drift and classification reports, each with pass/fail tests.
+
+Reports, as HTML plus Evidently's JSON of metrics and tests, in ``out_dir``:
+
+- ``data_quality``: the cleaned base table (``<clean_dir>/<featurize.base>.parquet``). Quality is a
+  property of the data as collected and cleaned (missing values, duplicated or empty rows, empty
+  columns), before joins add missing values by design (weather gaps, planes without a record) that
+  the model's preprocessing handles; the features themselves are covered by the drift reports.
+  Tests: every column's missing share <= ``report.max_missing_share``, no duplicated or empty rows,
+  no empty columns.
+- ``drift_train_vs_test``: the training window (``train`` + ``train_valid``) against the test window,
+  over the spec's features. Test: share of drifted features <= ``report.drift_share_threshold``.
+- ``drift_<YYYY-MM>``: every calendar month of the rows outside the training window against the same
+  reference, with the same test (skipped, with a note, when the data has no time column).
+- ``classification_test``: the champion on the test window (its probability column of
+  ``<predictions_dir>/test.parquet``, the threshold from ``select``). Test: ROC AUC >=
+  ``report.min_roc_auc``. One more snapshot per test month feeds the ROC AUC panel of the dashboard.
+
+Frames are sampled to ``report.sample_rows`` rows (seeded with ``seed``). Which drift test judges a
+column follows the size of the smaller sample (see ``drift_methods``).
+
+The summary (``metrics/report.json``) is what ``dvc exp show`` displays. The workspace is a local
+Evidently workspace with one project (``report.workspace_project``) whose snapshots are stamped with
+the start of the period they describe, so the monthly ones form a time series, and a dashboard built
+here; ``evidently ui --workspace <workspace_dir>`` opens it. Snapshots that ``ontime monitor`` added
+to the previous workspace are carried over, so re-running the stage never loses monitoring history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from evidently import BinaryClassification, DataDefinition, Dataset, Report
+from evidently.core.report import Snapshot
+from evidently.metrics import DriftedColumnsCount, MissingValueCount
+from evidently.presets import ClassificationPreset, DataDriftPreset, DataSummaryPreset
+from evidently.presets.dataset_stats import ValueStatsTests
+from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
+from evidently.sdk.panels import counter_panel, line_plot_panel
+from evidently.tests import eq, gt, gte, lte
+from evidently.ui.workspace import Project, Workspace
+from pydantic import Field
+
+from ontime.config import FeaturizeConfig, StrictModel, load_params, section
+from ontime.config import seed as read_seed
+from ontime.errors import DataError
+from ontime.io import atomic_outputs, read_json, write_json
+from ontime.spec import FeatureSpec, read_part
+
+log = logging.getLogger(__name__)
+
+TRAINING_PARTS = ("train", "train_valid")
+LATER_PARTS = ("finetune", "finetune_valid", "test")
+# Drift tests per column (numeric, categorical). p-values account for the sample size, which a small
+# sample (a month of a small airport, an hour of served traffic) needs; on large samples every
+# negligible difference is significant, so distances judge those. Evidently makes the same switch,
+# but looks at the reference alone: a 60-row batch against a 20,000-row reference then gets
+# distances, and sampling noise alone flags most columns.
+SMALL_SAMPLE = 1000
+STATISTICAL_TESTS = ("ks", "chisquare")  # p-value: drift when below the threshold (default 0.05)
+DISTANCES = ("wasserstein", "jensenshannon")  # distance: drift when at or above it (default 0.1)
+# Snapshot tags: the dashboard's panels select their series with them.
+DRIFT, CLASSIFICATION, MONTHLY, WINDOW, SERVED = "drift", "classification", "monthly", "window", "served"
+# Groups of reports whose failed tests the summary counts.
+TEST_GROUPS = (
+    "data_quality",
+    "drift_train_vs_test",
+    "drift_monthly",
+    "classification_test",
+    "classification_monthly",
+)
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class ReportConfig(StrictModel):
+    """The ``report`` section of params.yaml."""
+
+    sample_rows: int = Field(ge=100, description="rows sampled (seeded) from each larger frame")
+    drift_share_threshold: float = Field(gt=0, le=1, description="test fails above this drifted share")
+    stattest_threshold: float | None = Field(
+        gt=0, description="per-column drift threshold; null: each test's default (p 0.05, distance 0.1)"
+    )
+    min_roc_auc: float = Field(ge=0, le=1, description="classification test: champion ROC AUC >= this")
+    max_missing_share: float = Field(ge=0, le=1, description="quality test: each column's missing share")
+    top_drifted: int = Field(ge=1, description="most-drifted features listed in the summary")
+    workspace_project: str = Field(min_length=1, description="Evidently project in the workspace")
+
+
+# ------------------------------------------------------------------------ evidently boundary ---
+def sample(df: pl.DataFrame, n: int, seed: int) -> pl.DataFrame:
+    """At most ``n`` rows, drawn with ``seed`` (Evidently is slow on hundreds of thousands)."""
+    return df if df.height <= n else df.sample(n=n, seed=seed)
+
+
+def dataset(
+    df: pl.DataFrame,
+    *,
+    numeric: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+    datetimes: Sequence[str] = (),
+    classification: tuple[str, str] | None = None,
+) -> Dataset:
+    """The only polars -> pandas crossing: an Evidently dataset whose columns are typed as given.
+
+    Numeric columns go in as float64, categorical ones as strings (Evidently's labels must be str, int
+    or bool, and served values must compare equal to the reference's whatever JSON made of them),
+    datetimes as naive UTC. ``classification``: (binary target, positive-class probability).
+    """
+    exprs = [pl.col(c).cast(pl.Float64) for c in numeric]
+    exprs += [pl.col(c).cast(pl.String) for c in categorical]
+    for c in datetimes:
+        col = pl.col(c)
+        dtype = df.schema[c]
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+            col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        exprs.append(col)
+    tasks: list[BinaryClassification] = []
+    cat_columns, num_columns = list(categorical), list(numeric)
+    if classification is not None:
+        target, proba = classification
+        exprs += [pl.col(target).cast(pl.Int64), pl.col(proba).cast(pl.Float64)]
+        tasks.append(BinaryClassification(target=target, prediction_probas=proba, pos_label=1))
+        cat_columns.append(target)
+        num_columns.append(proba)
+    definition = DataDefinition(
+        numerical_columns=num_columns,
+        categorical_columns=cat_columns,
+        datetime_columns=list(datetimes),
+        classification=tasks or None,
+    )
+    return Dataset.from_pandas(df.select(exprs).to_pandas(), data_definition=definition)
+
+
+def run(
+    report: Report,
+    current: Dataset,
+    reference: Dataset | None = None,
+    *,
+    name: str,
+    timestamp: dt.datetime | None,
+    tags: Sequence[str],
+    metadata: dict[str, str],
+) -> Snapshot:
+    """Run ``report`` and log how long it took."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # chi-square divides by zero for categories the reference never saw: that is drift, as meant
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = report.run(
+            current, reference, timestamp=timestamp, tags=list(tags), metadata=dict(metadata), name=name
+        )
+    log.info("report: %s generated in %.1f s", name, time.perf_counter() - start)
+    return snapshot
+
+
+def metric_values(snapshot: Snapshot, metric: str) -> list[tuple[dict[str, Any], Any]]:
+    """(config, value) of every result of the Evidently metric type ``metric`` (e.g. ``RocAuc``)."""
+    return [
+        (m["config"], m["value"])
+        for m in snapshot.dict()["metrics"]
+        if m and m["config"]["type"].rsplit(":", 1)[-1] == metric
+    ]
+
+
+def failed_tests(snapshot: Snapshot) -> list[str]:
+    """Descriptions of the tests that failed (critical ones; non-critical failures are warnings)."""
+    return [t.description for t in snapshot.tests_results if getattr(t.status, "value", t.status) == "FAIL"]
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+# ---------------------------------------------------------------------------------- reports ---
+def drift_methods(rows: int) -> tuple[str, str]:
+    """(numeric, categorical) drift tests for a comparison whose smaller sample has ``rows`` rows."""
+    return STATISTICAL_TESTS if rows <= SMALL_SAMPLE else DISTANCES
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One drift report: Evidently's snapshot, the share of drifted features, each feature's score."""
+
+    snapshot: Snapshot
+    share: float
+    drifted: int
+    scores: dict[str, float]
+    p_values: bool  # scores are p-values (lower: more drift), else distances (higher: more drift)
+    failed: list[str]
+
+    def top(self, n: int) -> list[dict[str, Any]]:
+        """The ``n`` most drifted features as ``{"feature", "score"}``, most drifted first."""
+        order = sorted(self.scores, key=lambda f: (self.scores[f] if self.p_values else -self.scores[f], f))
+        return [{"feature": f, "score": round(self.scores[f], 6)} for f in order[:n]]
+
+
+def drift(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    spec: FeatureSpec,
+    *,
+    drift_share_threshold: float,
+    stattest_threshold: float | None,
+    sample_rows: int,
+    seed: int,
+    name: str,
+    timestamp: dt.datetime | None = None,
+    tags: Sequence[str] = (),
+    metadata: dict[str, str] | None = None,
+) -> Drift:
+    """Drift of ``current`` against ``reference`` over the spec's features, with one test: the share
+    of drifted features is at most ``drift_share_threshold``."""
+    reference, current = sample(reference, sample_rows, seed), sample(current, sample_rows, seed + 1)
+    num_method, cat_method = drift_methods(min(reference.height, current.height))
+    options: dict[str, Any] = {
+        "columns": spec.columns,
+        "drift_share": drift_share_threshold,
+        "num_method": num_method,
+        "cat_method": cat_method,
+        "threshold": stattest_threshold,
+    }
+    # The preset draws the per-column table; its own tests (one per column, and share < drift_share)
+    # are left out for a single explicit test whose threshold comes from params.
+    report = Report(
+        [
+            DataDriftPreset(**options),
+            DriftedColumnsCount(**options, share_tests=[lte(drift_share_threshold)]),
+        ],
+        include_tests=False,
+    )
+    snapshot = run(
+        report,
+        dataset(current, numeric=spec.numeric, categorical=spec.categorical),
+        dataset(reference, numeric=spec.numeric, categorical=spec.categorical),
+        name=name,
+        timestamp=timestamp,
+        tags=tags,
+        metadata={
+            **(metadata or {}),
+            "reference_rows": str(reference.height),
+            "current_rows": str(current.height),
+            "methods": f"numeric: {num_method}, categorical: {cat_method}",
+        },
+    )
+    counts = [v for cfg, v in metric_values(snapshot, "DriftedColumnsCount") if cfg.get("share_tests")]
+    scores = {
+        cfg["column"]: score
+        for cfg, v in metric_values(snapshot, "ValueDrift")
+        if (score := _finite(v)) is not None
+    }
+    return Drift(
+        snapshot=snapshot,
+        share=float(counts[0]["share"]),
+        drifted=int(counts[0]["count"]),
+        scores=scores,
+        p_values=num_method == STATISTICAL_TESTS[0],
+        failed=failed_tests(snapshot),
+    )
+
+
+def table_kinds(df: pl.DataFrame, spec: FeatureSpec) -> tuple[list[str], list[str], list[str]]:
+    """(numeric, categorical, datetime) columns of a table: the spec's kind for the columns it knows
+    (``flight`` is an integer in the table but categorical to the model), else by dtype."""
+    numeric, categorical, datetimes = [], [], []
+    for name, dtype in df.schema.items():
+        if name in spec.categorical or name == spec.target:
+            categorical.append(name)
+        elif name in spec.numeric:
+            numeric.append(name)
+        elif dtype.is_temporal():
+            datetimes.append(name)
+        elif dtype.is_numeric():
+            numeric.append(name)
+        else:
+            categorical.append(name)
+    return numeric, categorical, datetimes
+
+
+def quality(
+    table: pl.DataFrame,
+    spec: FeatureSpec,
+    *,
+    max_missing_share: float,
+    name: str,
+    timestamp: dt.datetime | None = None,
+    tags: Sequence[str] = (),
+    metadata: dict[str, str] | None = None,
+) -> tuple[Snapshot, float]:
+    """Data quality of one table; returns the snapshot and the largest missing share of a column."""
+    numeric, categorical, datetimes = table_kinds(table, spec)
+    # Evidently 0.7's column summary fails on datetimes (min/max are not numbers): they get only the
+    # missing-share test.
+    summarized = [*numeric, *categorical]
+    columns = [*summarized, *datetimes]
+    none: list[Any] = []
+    # Evidently 0.7's summary breaks without its default tests (include_tests=False): keep them on and
+    # replace each default (`== 0` on every count, too strict for real data) with the tests wanted.
+    summary = DataSummaryPreset(
+        columns=summarized,
+        row_count_tests=[gt(0)],
+        column_count_tests=none,
+        duplicated_row_count_tests=[eq(0)],
+        duplicated_column_count_tests=none,
+        almost_duplicated_column_count_tests=none,
+        almost_constant_column_count_tests=none,
+        empty_row_count_tests=[eq(0)],
+        empty_column_count_tests=[eq(0)],
+        constant_columns_count_tests=none,
+        dataset_missing_value_count_tests=none,
+        column_tests={c: ValueStatsTests(missing_values_count_tests=none) for c in summarized},
+    )
+    missing = [MissingValueCount(column=c, share_tests=[lte(max_missing_share)]) for c in columns]
+    snapshot = run(
+        Report([summary, *missing], include_tests=True),
+        dataset(table, numeric=numeric, categorical=categorical, datetimes=datetimes),
+        name=name,
+        timestamp=timestamp,
+        tags=tags,
+        metadata=metadata or {},
+    )
+    shares = [float(v["share"]) for cfg, v in metric_values(snapshot, "MissingValueCount")]
+    return snapshot, max(shares, default=0.0)
+
+
+def classification(
+    predictions: pl.DataFrame,
+    *,
+    target: str,
+    champion: str,
+    threshold: float,
+    min_roc_auc: float,
+    name: str,
+    timestamp: dt.datetime | None = None,
+    tags: Sequence[str] = (),
+    metadata: dict[str, str] | None = None,
+) -> tuple[Snapshot, float | None]:
+    """Classification quality of the champion's probabilities; returns the snapshot and ROC AUC."""
+    none: list[Any] = []
+    by_label: dict[Any, Any] = {}
+    # Evidently's default tests compare with a constant model (its log-loss one expects < 0 and always
+    # fails): only the ROC AUC test, from params, remains.
+    preset = ClassificationPreset(
+        probas_threshold=threshold,
+        rocauc_tests=[gte(min_roc_auc)],
+        accuracy_tests=none,
+        precision_tests=none,
+        recall_tests=none,
+        f1score_tests=none,
+        logloss_tests=none,
+        tpr_tests=none,
+        tnr_tests=none,
+        fpr_tests=none,
+        fnr_tests=none,
+        f1score_by_label_tests=by_label,
+        precision_by_label_tests=by_label,
+        recall_by_label_tests=by_label,
+        rocauc_by_label_tests=by_label,
+    )
+    snapshot = run(
+        Report([preset], include_tests=True),
+        dataset(predictions, classification=(target, champion)),
+        name=name,
+        timestamp=timestamp,
+        tags=tags,
+        metadata=metadata or {},
+    )
+    values = [_finite(v) for cfg, v in metric_values(snapshot, "RocAuc")]
+    return snapshot, next((v for v in values if v is not None), None)
+
+
+# -------------------------------------------------------------------------------- workspace ---
+def is_workspace(path: Path) -> bool:
+    """An empty folder, or one holding an Evidently project (``<project uuid>/metadata.json``)."""
+    if not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    return not entries or any(_UUID.match(p.name) and (p / "metadata.json").is_file() for p in entries)
+
+
+def check_workspace(path: str | Path) -> None:
+    """Fail clearly when ``path`` exists but is not an Evidently workspace (nothing is written)."""
+    path = Path(path)
+    if path.exists() and not is_workspace(path):
+        raise DataError(
+            f"{path}: exists but is not an Evidently workspace (no <project-id>/metadata.json in it); "
+            "pass a workspace folder (the report stage writes reports/workspace) or a new path"
+        )
+
+
+def open_workspace(path: str | Path) -> Workspace:
+    """The Evidently workspace at ``path`` (created when missing); refuses a folder holding anything
+    else, before writing anything to it."""
+    check_workspace(path)
+    try:
+        return Workspace(str(path))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot open the Evidently workspace ({exc})") from exc
+
+
+def project(workspace: Workspace, name: str) -> Project:
+    """The project called ``name`` (the oldest if several), created with its dashboard when missing."""
+    try:
+        found = sorted(workspace.search_project(name), key=lambda p: str(p.id))
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{workspace.path}: a project of the Evidently workspace is unreadable ({exc})"
+        ) from exc
+    if found:
+        return found[0]
+    created = workspace.create_project(name, description="ontime: data quality, drift and model quality")
+    workspace.save_dashboard(created.id, dashboard())
+    return created
+
+
+def dashboard() -> DashboardModel:
+    """Two tabs. Drift: share of drifted features, training vs test window, by month, and in served
+    traffic. Model quality: the champion's ROC AUC on the test window and by month."""
+    share = {"value_type": "share"}
+
+    def drift_share(tag: str) -> list[PanelMetric]:
+        return [
+            PanelMetric(
+                legend="drift share", metric="DriftedColumnsCount", tags=[DRIFT, tag], metric_labels=share
+            )
+        ]
+
+    def roc_auc(tag: str) -> list[PanelMetric]:
+        return [PanelMetric(legend="ROC AUC", metric="RocAuc", tags=[CLASSIFICATION, tag])]
+
+    tabs = {
+        "Drift": [
+            counter_panel(
+                "Drifted share of features: training vs test window", drift_share(WINDOW), size="half"
+            ),
+            counter_panel(
+                "Drifted share of features: latest served traffic", drift_share(SERVED), size="half"
+            ),
+            line_plot_panel(
+                "Drifted share of features by month, against the training window", drift_share(MONTHLY)
+            ),
+            line_plot_panel(
+                "Drifted share of features in served traffic (ontime monitor)", drift_share(SERVED)
+            ),
+        ],
+        "Model quality": [
+            counter_panel("Champion ROC AUC on the test window", roc_auc(WINDOW), size="half"),
+            line_plot_panel("Champion ROC AUC by month", roc_auc(MONTHLY)),
+        ],
+    }
+    # Built whole: Evidently 0.7's ProjectDashboard.add_panel lists a panel twice in an existing tab.
+    return DashboardModel(
+        tabs=[DashboardTabModel(title=tab, panels=[p.id for p in panels]) for tab, panels in tabs.items()],
+        panels=[p for panels in tabs.values() for p in panels],
+    )
+
+
+def carry_over(previous: Path, workspace: Workspace, proj: Project) -> int:
+    """Copy the snapshots ``ontime monitor`` added to the previous workspace (tag ``served``) into
+    ``proj``; returns how many."""
+    if not previous.exists():
+        return 0
+    old = open_workspace(previous)
+    count = 0
+    for old_project in old.search_project(proj.name):
+        for snapshot_id in sorted(old.list_runs(old_project.id), key=str):
+            model = old.get_run(old_project.id, snapshot_id)
+            if model is not None and SERVED in model.tags:
+                workspace.add_run(proj.id, Snapshot.load_model(model))
+                count += 1
+    return count
+
+
+# ------------------------------------------------------------------------------------- time ---
+def period_start(df: pl.DataFrame, time_column: str | None) -> dt.datetime | None:
+    """Midnight (wall clock) of the first day in ``df``: the timestamp of a snapshot about ``df``."""
+    if not time_column or time_column not in df.columns or df.height == 0:
+        return None
+    first = df.get_column(time_column).min()
+    if isinstance(first, dt.datetime):
+        first = first.date()
+    return dt.datetime.combine(first, dt.time()) if isinstance(first, dt.date) else None
+
+
+def by_month(df: pl.DataFrame, time_column: str) -> dict[str, pl.DataFrame]:
+    """Rows per calendar month (``YYYY-MM``, wall clock of the time column), in month order."""
+    months = df.with_columns(pl.col(time_column).dt.strftime("%Y-%m").alias("_month"))
+    parts = months.partition_by("_month", as_dict=True, include_key=False)
+    return {str(key[0]): parts[key] for key in sorted(parts, key=lambda k: str(k[0]))}
+
+
+def month_start(month: str) -> dt.datetime:
+    year, mon = month.split("-")
+    return dt.datetime(int(year), int(mon), 1)
+
+
+# -------------------------------------------------------------------------------------- edge ---
+def read_inputs(
+    clean_dir: str, base: str, predictions_dir: str, select_metrics: str, spec: FeatureSpec
+) -> tuple[pl.DataFrame, pl.DataFrame, Selection]:
+    """The cleaned base table, the test predictions, the champion and its threshold."""
+    table_path = Path(clean_dir) / f"{base}.parquet"
+    if not table_path.is_file():
+        raise DataError(
+            f"{table_path}: cleaned base table (featurize.base={base!r}) not found; run dvc repro clean"
+        )
+    selection = read_json(select_metrics) if Path(select_metrics).is_file() else None
+    if not isinstance(selection, dict) or not {"champion", "threshold"} <= set(selection):
+        raise DataError(
+            f"{select_metrics}: needs `champion` and `threshold` (written by the select stage); "
+            "run dvc repro select"
+        )
+    champion = str(selection["champion"])
+    pred_path = Path(predictions_dir) / "test.parquet"
+    if not pred_path.is_file():
+        raise DataError(f"{pred_path}: test predictions not found; run dvc repro evaluate")
+    predictions = pl.read_parquet(pred_path)
+    missing = [c for c in (spec.target, champion) if c not in predictions.columns]
+    if missing:
+        raise DataError(
+            f"{pred_path}: column(s) {missing} missing (has {predictions.columns}); the champion of "
+            f"{select_metrics} must be one of the evaluated candidates: re-run dvc repro evaluate select"
+        )
+    return pl.read_parquet(table_path), predictions, Selection(champion, float(selection["threshold"]))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The champion (a probability column of the predictions) and its decision threshold."""
+
+    champion: str
+    threshold: float
+
+
+def build(
+    table: pl.DataFrame,
+    reference: pl.DataFrame,
+    later: dict[str, pl.DataFrame],
+    predictions: pl.DataFrame,
+    spec: FeatureSpec,
+    cfg: ReportConfig,
+    *,
+    table_name: str,
+    selection: Selection,
+    seed: int,
+) -> tuple[dict[str, Snapshot], dict[str, Any]]:
+    """Every report (name -> snapshot) and the summary. ``later``: the split parts after training."""
+    tc = spec.time_column
+    snapshots: dict[str, Snapshot] = {}
+    failed = dict.fromkeys(TEST_GROUPS, 0)
+
+    def keep(group: str, snapshot: Snapshot, failures: list[str]) -> None:
+        snapshots[snapshot.get_name() or group] = snapshot
+        failed[group] += len(failures)
+        for description in failures:
+            log.warning("report: %s: test failed: %s", snapshot.get_name(), description)
+
+    quality_snapshot, max_missing = quality(
+        sample(table, cfg.sample_rows, seed), spec, max_missing_share=cfg.max_missing_share,
+        name="data_quality", timestamp=period_start(table, tc), tags=["quality"],
+        metadata={"table": table_name, "rows": str(table.height)},
+    )  # fmt: skip
+    keep("data_quality", quality_snapshot, failed_tests(quality_snapshot))
+
+    options: dict[str, Any] = {
+        "spec": spec, "drift_share_threshold": cfg.drift_share_threshold,
+        "stattest_threshold": cfg.stattest_threshold, "sample_rows": cfg.sample_rows, "seed": seed,
+    }  # fmt: skip
+    parts = "+".join(TRAINING_PARTS)
+    window = drift(
+        reference, later["test"], **options, name="drift_train_vs_test",
+        timestamp=period_start(later["test"], tc), tags=[DRIFT, WINDOW],
+        metadata={"reference": parts, "current": "test"},
+    )  # fmt: skip
+    keep("drift_train_vs_test", window.snapshot, window.failed)
+    monthly: dict[str, float] = {}
+    if tc is None:
+        log.info("report: no time column (featurize.time_column is null): no drift by month")
+    else:
+        for month, rows in by_month(pl.concat(list(later.values()), how="vertical_relaxed"), tc).items():
+            result = drift(
+                reference, rows, **options, name=f"drift_{month}", timestamp=month_start(month),
+                tags=[DRIFT, MONTHLY], metadata={"reference": parts, "month": month},
+            )  # fmt: skip
+            monthly[month] = round(result.share, 6)
+            keep("drift_monthly", result.snapshot, result.failed)
+
+    scored: dict[str, Any] = {
+        "target": spec.target, "champion": selection.champion, "threshold": selection.threshold,
+        "min_roc_auc": cfg.min_roc_auc,
+    }  # fmt: skip
+    champion = {"champion": selection.champion}
+    cls_snapshot, roc_auc = classification(
+        predictions, **scored, name="classification_test", timestamp=period_start(predictions, tc),
+        tags=[CLASSIFICATION, WINDOW], metadata=champion,
+    )  # fmt: skip
+    keep("classification_test", cls_snapshot, failed_tests(cls_snapshot))
+    if tc is not None and tc in predictions.columns:
+        for month, rows in by_month(predictions, tc).items():
+            if rows.get_column(spec.target).n_unique() < 2:
+                log.info("report: %s: one class only in the test rows, no ROC AUC for this month", month)
+                continue
+            snapshot, _ = classification(
+                rows, **scored, name=f"classification_{month}", timestamp=month_start(month),
+                tags=[CLASSIFICATION, MONTHLY], metadata={**champion, "month": month},
+            )  # fmt: skip
+            keep("classification_monthly", snapshot, failed_tests(snapshot))
+
+    summary = {
+        "drift_share": round(window.share, 6),
+        "drifted_features": window.drifted,
+        "features": len(spec.columns),
+        "top_drifted": window.top(cfg.top_drifted),
+        "monthly_drift_share": monthly,
+        "champion": selection.champion,
+        "champion_test_roc_auc": None if roc_auc is None else round(roc_auc, 6),
+        "max_missing_share": round(max_missing, 6),
+        "failed_tests": {**failed, "total": sum(failed.values())},
+    }
+    return snapshots, summary
+
+
+def main(
+    params_path: str,
+    clean_dir: str,
+    split_dir: str,
+    spec_path: str,
+    predictions_dir: str,
+    select_metrics: str,
+    out_dir: str,
+    workspace_dir: str,
+    summary_path: str,
+) -> None:
+    params = load_params(params_path)
+    cfg = section(params, "report", ReportConfig, source=params_path)
+    base = section(params, "featurize", FeaturizeConfig, source=params_path).base
+    spec = FeatureSpec.load(spec_path)
+    table, predictions, selection = read_inputs(clean_dir, base, predictions_dir, select_metrics, spec)
+    previous = Path(workspace_dir)
+    check_workspace(previous)  # before the work, not after it
+    reference = pl.concat([read_part(split_dir, p, spec) for p in TRAINING_PARTS], how="vertical_relaxed")
+    later = {p: read_part(split_dir, p, spec) for p in LATER_PARTS}
+    snapshots, summary = build(
+        table, reference, later, predictions, spec, cfg, table_name=base, selection=selection,
+        seed=read_seed(params),
+    )  # fmt: skip
+    with atomic_outputs(out_dir, workspace_dir, summary_path) as (tmp_out, tmp_ws, tmp_summary):
+        tmp_out.mkdir()
+        for name, snapshot in snapshots.items():
+            snapshot.save_html(str(tmp_out / f"{name}.html"))  # Evidently ignores a Path here
+            snapshot.save_json(str(tmp_out / f"{name}.json"))
+        workspace = open_workspace(tmp_ws)
+        proj = project(workspace, cfg.workspace_project)
+        for snapshot in snapshots.values():
+            workspace.add_run(proj.id, snapshot)
+        carried = carry_over(previous, workspace, proj)
+        write_json(tmp_summary, summary)
+    log.info(
+        "report: drift share %.3f (%d of %d features), champion %s test ROC AUC %s, %d failed test(s); "
+        "%d snapshot(s) in %s, %d of them carried over from ontime monitor",
+        summary["drift_share"], summary["drifted_features"], summary["features"], selection.champion,
+        summary["champion_test_roc_auc"], summary["failed_tests"]["total"],
+        len(snapshots) + carried, workspace_dir, carried,
+    )  # fmt: skip

@@ -1,0 +1,83 @@
+"""``ontime predict``: score a file of flights offline, with the service's validation and scoring.
+
+Input: Parquet or CSV with the data's raw fields (the request fields of the service; see
+``Scorer.fields``). Output: Parquet with every input row and column, plus ``delay_probability``,
+``delayed`` and ``model_version``. Columns that are not request fields (ids, outcomes) are carried
+through and never reach the model; NaN in a request field counts as missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from ontime.errors import DataError
+from ontime.io import atomic_outputs, write_parquet
+from ontime.serving.online import Scorer
+from ontime.serving.package import MODEL_NAME
+
+log = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS = ("delay_probability", "delayed", "model_version")
+
+
+def load_scorer(model: str | None = None) -> Scorer:
+    """A bundle folder path, or a BentoML model tag (default: the latest ``ontime-delay``)."""
+    if model is not None and Path(model).is_dir():
+        return Scorer(model)
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    tag = model or f"{MODEL_NAME}:latest"
+    try:
+        stored = bentoml.models.get(tag)
+    except BentoMLException as exc:
+        raise DataError(
+            f"model {tag!r}: not a folder and not in the BentoML model store ({exc}); run "
+            "`dvc repro package` with the same BENTOML_HOME, or pass --model a bundle folder"
+        ) from None
+    return Scorer(stored.path)
+
+
+def score_frame(scorer: Scorer, df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` plus the three prediction columns; rows validated exactly as the service does."""
+    clash = [c for c in OUTPUT_COLUMNS if c in df.columns]
+    if clash:
+        raise DataError(f"input already has column(s) {clash}; drop or rename them")
+    names = [f.name for f in scorer.fields]
+    ignored = [c for c in df.columns if c not in names]
+    if ignored:
+        log.info("predict: %d column(s) are not request fields, carried through: %s", len(ignored), ignored)
+    records = scorer.validate(df.select(c for c in df.columns if c in names).to_dicts())
+    predictions = scorer.predict(records)
+    return df.with_columns(
+        pl.Series("delay_probability", [p["delay_probability"] for p in predictions], dtype=pl.Float64),
+        pl.Series("delayed", [p["delayed"] for p in predictions], dtype=pl.Boolean),
+        pl.Series("model_version", [p["model_version"] for p in predictions], dtype=pl.String),
+    )
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found")
+    if path.suffix.lower() == ".parquet":
+        return pl.read_parquet(path)
+    if path.suffix.lower() == ".csv":
+        return pl.read_csv(path, null_values=["", "NA"], infer_schema_length=10_000)
+    raise DataError(f"{path}: unknown file type {path.suffix!r}; use .parquet or .csv")
+
+
+def main(input_path: str, output_path: str, model: str | None = None) -> None:
+    df = read_table(Path(input_path))
+    if df.height == 0:
+        raise DataError(f"{input_path}: no rows to score")
+    scorer = load_scorer(model)
+    try:
+        out = score_frame(scorer, df)
+    except DataError as exc:
+        raise DataError(f"{input_path}: {exc}") from None
+    with atomic_outputs(output_path) as (tmp,):
+        write_parquet(out, tmp)
+    log.info("predict: %d rows scored with %s -> %s", out.height, scorer.version, output_path)

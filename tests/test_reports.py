@@ -1,0 +1,293 @@
+"""The report stage and `ontime monitor` on the shrunk real data: real Evidently reports and a real
+workspace reopened from disk; a known shift is found, random halves of one window are not drift."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from evidently.ui.workspace import Workspace
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ontime.errors import DataError
+from ontime.io import read_json, write_json
+from ontime.reports import monitor, reports
+from ontime.spec import FeatureSpec, read_part
+from tests.conftest import SHRUNK, compose_params
+
+REPORT = {
+    "sample_rows": 3000,
+    "drift_share_threshold": 0.3,
+    "stattest_threshold": None,
+    "min_roc_auc": 0.65,
+    "max_missing_share": 0.2,
+    "top_drifted": 5,
+    "workspace_project": "ontime",
+}
+MONITOR = {"drift_share_threshold": 0.3, "min_rows": 50, "sample_rows": 3000}
+# The injected shift: flights three times as long, departures eight hours later, and half a standard
+# deviation more on weather and destination columns (so that enough features move to cross 0.3).
+NUDGED = [
+    "wx_temp", "wx_dewp", "wx_humid", "wx_wind_dir", "wx_wind_speed", "wx_pressure", "wx_visib",
+    "dest_lat", "dest_lon", "dest_alt", "sched_block_minutes", "plane_age", "plane_seats",
+]  # fmt: skip
+REPORT_NAMES = ("data_quality", "drift_train_vs_test", "classification_test")
+
+
+def shift(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(
+        pl.col("distance") * 3,
+        (pl.col("cal_hour") + 8) % 24,
+        *(pl.col(c) + 0.5 * pl.col(c).std() for c in NUDGED),
+    )
+
+
+def write_report_params(path: Path, **monitor_overrides: object) -> Path:
+    params = compose_params(SHRUNK)
+    params["report"] = dict(REPORT)
+    params["monitor"] = {**MONITOR, **monitor_overrides}
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def numeric(df: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    return df.select(pl.col(spec.numeric).cast(pl.Float64).fill_null(0.0)).to_numpy()
+
+
+def months(df: pl.DataFrame, time_column: str) -> list[str]:
+    return sorted(df.get_column(time_column).dt.strftime("%Y-%m").unique().to_list())
+
+
+@pytest.fixture(scope="module")
+def spec(data_run: Path) -> FeatureSpec:
+    return FeatureSpec.load(data_run / "data/features/spec.json")
+
+
+@pytest.fixture(scope="module")
+def report_run(data_run: Path, spec: FeatureSpec, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report stage on the smoke data, with a logistic regression as the champion `base`."""
+    out = tmp_path_factory.mktemp("report")
+    split = data_run / "data/split"
+    train, test = read_part(split, "train", spec), read_part(split, "test", spec)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    model.fit(numeric(train, spec), train.get_column(spec.target).to_numpy())
+    (out / "predictions").mkdir()
+    test.select(spec.time_column, spec.target).with_columns(
+        pl.Series("base", model.predict_proba(numeric(test, spec))[:, 1])
+    ).write_parquet(out / "predictions/test.parquet")
+    write_json(out / "select.json", {"champion": "base", "threshold": 0.3})
+    reports.main(
+        str(write_report_params(out / "params.yaml")), str(data_run / "data/clean"), str(split),
+        str(data_run / "data/features/spec.json"), str(out / "predictions"), str(out / "select.json"),
+        str(out / "reports"), str(out / "workspace"), str(out / "report.json"),
+    )  # fmt: skip
+    return out
+
+
+def expected_months(data_run: Path, spec: FeatureSpec) -> tuple[list[str], list[str]]:
+    """(months outside the training window, months of the test window)."""
+    assert spec.time_column is not None
+    split = data_run / "data/split"
+    later = pl.concat([read_part(split, p, spec) for p in reports.LATER_PARTS], how="vertical_relaxed")
+    return months(later, spec.time_column), months(read_part(split, "test", spec), spec.time_column)
+
+
+def test_report_writes_every_report_and_a_summary(
+    data_run: Path, spec: FeatureSpec, report_run: Path
+) -> None:
+    drift_months, test_months = expected_months(data_run, spec)
+    names = [
+        *REPORT_NAMES,
+        *(f"drift_{m}" for m in drift_months),
+        *(f"classification_{m}" for m in test_months),
+    ]
+    for name in names:
+        html = report_run / "reports" / f"{name}.html"
+        assert html.stat().st_size > 100_000, html  # Evidently's standalone page
+        assert read_json(report_run / "reports" / f"{name}.json")["metrics"], name
+    assert sorted(p.stem for p in (report_run / "reports").glob("*.html")) == sorted(names)
+
+    summary = read_json(report_run / "report.json")
+    assert set(summary) >= {"drift_share", "drifted_features", "top_drifted", "monthly_drift_share",
+                            "champion_test_roc_auc", "failed_tests"}  # fmt: skip
+    assert 0 <= summary["drift_share"] <= 1
+    assert summary["drifted_features"] == round(summary["drift_share"] * len(spec.columns))
+    assert len(summary["top_drifted"]) == REPORT["top_drifted"]
+    assert {t["feature"] for t in summary["top_drifted"]} <= set(spec.columns)
+    assert list(summary["monthly_drift_share"]) == drift_months
+    failed = summary["failed_tests"]
+    assert failed["total"] == sum(v for k, v in failed.items() if k != "total")
+    assert failed["data_quality"] == 0  # no column of the clean flights is a fifth missing
+    # January against February: the calendar alone drifts past 0.3, and the test says so
+    assert (summary["drift_share"] > REPORT["drift_share_threshold"]) == (failed["drift_train_vs_test"] == 1)
+
+    # Evidently's numbers are the summary's, and its ROC AUC is scikit-learn's
+    drift_json = read_json(report_run / "reports/drift_train_vs_test.json")
+    share = [m["value"]["share"] for m in drift_json["metrics"] if "DriftedColumnsCount" in m["metric_name"]]
+    assert share[0] == pytest.approx(summary["drift_share"], abs=1e-6)
+    preds = pl.read_parquet(report_run / "predictions/test.parquet")
+    auc = roc_auc_score(preds.get_column(spec.target).to_numpy(), preds.get_column("base").to_numpy())
+    assert summary["champion_test_roc_auc"] == pytest.approx(auc, abs=1e-6)
+    assert (auc < REPORT["min_roc_auc"]) == (failed["classification_test"] == 1)
+
+
+def test_quality_tests_fire_on_a_tight_missing_share(data_run: Path, spec: FeatureSpec) -> None:
+    table = pl.read_parquet(data_run / "data/clean/flights.parquet").head(3000)
+    worst = max(table.get_column(c).null_count() / table.height for c in table.columns)
+    snapshot, max_missing = reports.quality(
+        table, spec, max_missing_share=worst / 2, name="q", timestamp=None, tags=[], metadata={}
+    )
+    assert max_missing == pytest.approx(worst)
+    failed = reports.failed_tests(snapshot)
+    assert failed
+    assert all("missing values" in f for f in failed)
+
+
+def test_workspace_reopens_with_every_snapshot_and_the_dashboard(
+    data_run: Path, spec: FeatureSpec, report_run: Path
+) -> None:
+    drift_months, test_months = expected_months(data_run, spec)
+    workspace = Workspace(str(report_run / "workspace"))
+    (proj,) = workspace.list_projects()
+    assert proj.name == REPORT["workspace_project"]
+    runs = [workspace.get_run(proj.id, sid) for sid in workspace.list_runs(proj.id)]
+    assert sorted(r.name for r in runs) == sorted(
+        [*REPORT_NAMES, *(f"drift_{m}" for m in drift_months), *(f"classification_{m}" for m in test_months)]
+    )
+    monthly = sorted((r.timestamp, r.metadata["month"]) for r in runs if {"drift", "monthly"} <= set(r.tags))
+    assert [m for _, m in monthly] == drift_months
+    assert [t for t, _ in monthly] == [dt.datetime(int(m[:4]), int(m[5:]), 1) for m in drift_months]
+    board = workspace.get_dashboard(proj.id)
+    assert [t.title for t in board.tabs] == ["Drift", "Model quality"]
+    for tab in board.tabs:
+        assert len(tab.panels) == len(set(tab.panels))
+    assert {v.metric.rsplit(":", 1)[-1] for p in board.panels for v in p.values} == {
+        "DriftedColumnsCount",
+        "RocAuc",
+    }
+
+
+def test_known_shift_is_detected_and_random_halves_are_not(data_run: Path, spec: FeatureSpec) -> None:
+    split = data_run / "data/split"
+    window = pl.concat([read_part(split, p, spec) for p in reports.TRAINING_PARTS], how="vertical_relaxed")
+    window = window.sample(fraction=1.0, shuffle=True, seed=7)
+    first, second = window.head(window.height // 2), window.tail(window.height - window.height // 2)
+    options = {"drift_share_threshold": 0.3, "stattest_threshold": None, "sample_rows": 3000, "seed": 0}
+
+    same = reports.drift(first, second, spec, **options, name="halves")
+    assert same.share <= 0.3
+    assert not same.failed
+
+    shifted = reports.drift(first, shift(second), spec, **options, name="shifted")
+    assert shifted.share > 0.3
+    assert len(shifted.failed) == 1
+    top = {t["feature"] for t in shifted.top(5)}
+    assert {"distance", "cal_hour"} <= top, shifted.top(5)
+
+
+# --------------------------------------------------------------------------------- monitor ---
+def write_log(path: Path, features: pl.DataFrame, extra: tuple[str, ...] = ()) -> Path:
+    start = dt.datetime(2026, 11, 28, 15, tzinfo=dt.UTC)
+    lines = [
+        json.dumps({
+            "ts": (start + dt.timedelta(seconds=i)).isoformat(), "request_id": f"r{i}",
+            "model_version": "ontime-delay:test", "features": row, "probability": 0.3, "decision": 0,
+        })
+        for i, row in enumerate(features.to_dicts())
+    ]  # fmt: skip
+    path.write_text("\n".join([*lines, *extra]) + "\n")
+    return path
+
+
+@pytest.fixture
+def served(data_run: Path, spec: FeatureSpec, report_run: Path, tmp_path: Path) -> dict[str, Path]:
+    """Paths for one monitor run: params, reference, spec, a copy of the report's workspace."""
+    shutil.copytree(report_run / "workspace", tmp_path / "workspace")
+    return {
+        "params": write_report_params(tmp_path / "params.yaml"),
+        "reference": data_run / "data/split/train.parquet",
+        "spec": data_run / "data/features/spec.json",
+        "workspace": tmp_path / "workspace",
+        "html": tmp_path / "monitor.html",
+    }
+
+
+def run_monitor(served: dict[str, Path], log: Path) -> int:
+    return monitor.main(
+        str(served["params"]), str(log), str(served["reference"]), str(served["spec"]),
+        str(served["workspace"]), str(served["html"]),
+    )  # fmt: skip
+
+
+def snapshot_ids(workspace: Path) -> dict[str, list[str]]:
+    ws = Workspace(str(workspace))
+    return {str(p.id): sorted(str(s) for s in ws.list_runs(p.id)) for p in ws.list_projects()}
+
+
+def test_monitor_flags_drifted_traffic_and_adds_to_the_workspace(
+    spec: FeatureSpec, served: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot_ids(served["workspace"])
+    traffic = pl.read_parquet(served["reference"]).select(spec.columns).sample(300, seed=11)
+    junk = ("not json", '{"ts": "2026-11-28T16:00:00+00:00"}', '{"features": [1, 2]}', '{"features": {"dist')
+    assert run_monitor(served, write_log(tmp_path / "calm.jsonl", traffic, junk)) == 0
+    calm = json.loads(capsys.readouterr().out)
+    assert calm["requests"] == 300
+    assert calm["skipped_lines"] == len(junk)
+    assert calm["drift_share"] <= MONITOR["drift_share_threshold"]
+    assert served["html"].stat().st_size > 100_000
+
+    assert run_monitor(served, write_log(tmp_path / "shifted.jsonl", shift(traffic))) == 1
+    assert json.loads(capsys.readouterr().out)["drift_share"] > MONITOR["drift_share_threshold"]
+
+    after = snapshot_ids(served["workspace"])
+    (project_id,) = before
+    assert set(before[project_id]) < set(after[project_id])  # added to; nothing lost
+    assert len(after[project_id]) == len(before[project_id]) + 2
+    ws = Workspace(str(served["workspace"]))
+    new = [ws.get_run(project_id, s) for s in set(after[project_id]) - set(before[project_id])]
+    assert all(set(r.tags) == {"drift", "served"} for r in new)
+    assert {r.timestamp for r in new} == {dt.datetime(2026, 11, 28, 15, 4, 59)}  # the last request
+
+    # a re-run of the report stage keeps what the monitor added
+    fresh = Workspace(str(tmp_path / "fresh"))
+    proj = reports.project(fresh, REPORT["workspace_project"])
+    assert reports.carry_over(served["workspace"], fresh, proj) == 2
+
+
+def test_monitor_refuses_bad_logs_with_clear_errors(
+    spec: FeatureSpec, served: dict[str, Path], tmp_path: Path
+) -> None:
+    traffic = pl.read_parquet(served["reference"]).select(spec.columns).head(200)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="empty"):
+        run_monitor(served, tmp_path / "empty.jsonl")
+    with pytest.raises(DataError, match=r"\['distance'\]"):
+        run_monitor(served, write_log(tmp_path / "old.jsonl", traffic.drop("distance")))
+    with pytest.raises(DataError, match="min_rows"):
+        run_monitor(served, write_log(tmp_path / "few.jsonl", traffic.head(10)))
+    with pytest.raises(DataError, match="none of its"):
+        run_monitor(served, write_log(tmp_path / "junk.jsonl", traffic.head(0), ("nope", "[1]")))
+    assert not served["html"].exists()
+
+
+def test_monitor_never_writes_into_a_folder_that_is_not_a_workspace(
+    spec: FeatureSpec, served: dict[str, Path], tmp_path: Path
+) -> None:
+    traffic = pl.read_parquet(served["reference"]).select(spec.columns).head(100)
+    served["workspace"] = tmp_path / "notes"
+    served["workspace"].mkdir()
+    (served["workspace"] / "todo.txt").write_text("keep me\n")
+    with pytest.raises(DataError, match="not an Evidently workspace"):
+        run_monitor(served, write_log(tmp_path / "log.jsonl", traffic))
+    assert [p.name for p in served["workspace"].iterdir()] == ["todo.txt"]
+    assert not served["html"].exists()

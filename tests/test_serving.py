@@ -1,0 +1,434 @@
+"""Packaging and serving through the real thing: `dvc repro package` in a temp git+DVC repo (smoke
+profile, tiny models), then `bentoml serve` of the built Bento on a free loopback port, with
+BENTOML_HOME and the request log in temp folders. The server starts once for the module."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from ontime.errors import DataError
+from ontime.serving.online import OPTIONAL_DERIVED, Scorer
+from ontime.serving.requestlog import KEYS
+from tests.conftest import BIN, copy_repo, env
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
+N_FLIGHTS = 40
+
+
+# ------------------------------------------------------------------------------------- helpers ---
+def sh(args: Sequence[str], cwd: Path, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(args), cwd=cwd, env=environ, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
+
+
+@dataclass
+class Packaged:
+    repo: Path
+    home: Path
+    model_tag: str
+    bento_tag: str
+    environ: dict[str, str]
+
+    @property
+    def bundle(self) -> Path:
+        name, version = self.model_tag.split(":")
+        return self.home / "models" / name / version
+
+
+@dataclass
+class Server:
+    url: str
+    log: Path
+    client: httpx.Client
+    logged_flights: int = 0
+    ids: list[str] = field(default_factory=list)
+
+    def predict(self, flights: list[dict[str, Any]]) -> dict[str, Any]:
+        r = self.client.post("/predict", json={"flights": flights})
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        self.logged_flights += len(flights)
+        self.ids.append(body["request_id"])
+        return body
+
+
+# ------------------------------------------------------------------------------------ fixtures ---
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
+    """The smoke pipeline through `dvc repro package`: model and Bento in a temp BentoML store."""
+    root = tmp_path_factory.mktemp("serving")
+    repo = copy_repo(root / "repo")
+    environ = {**env(), "BENTOML_HOME": str(root / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    sh(["ontime", "params", "experiment=smoke", *TINY], repo, environ)
+    sh(["git", "commit", "-qam", "smoke params"], repo, environ)
+    out = sh(["dvc", "repro", "package"], repo, environ)
+    assert "Running stage 'package'" in out.stdout, out.stdout
+    info = json.loads((repo / "models/package.json").read_text())
+    return Packaged(repo, root / "bentoml", info["model_tag"], info["bento_tag"], environ)
+
+
+@pytest.fixture(scope="module")
+def scorer(packaged: Packaged) -> Scorer:
+    return Scorer(packaged.bundle)
+
+
+@pytest.fixture(scope="module")
+def server(packaged: Packaged) -> Iterator[Server]:
+    """`bentoml serve` of the packaged Bento; stopped (its process group) after the module."""
+    port = free_port()
+    log = packaged.repo.parent / "requests.jsonl"
+    output = (packaged.repo.parent / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", packaged.bento_tag, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=packaged.repo,
+        env={**packaged.environ, "ONTIME_REQUEST_LOG": str(log)},
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"bentoml serve exited {proc.returncode}:\n{_tail(output.name)}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"bentoml serve not ready after 180 s:\n{_tail(output.name)}")
+            time.sleep(0.5)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield Server(url, log, client)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        output.close()
+
+
+def _tail(path: str) -> str:
+    return Path(path).read_text()[-4000:]
+
+
+@pytest.fixture(scope="module")
+def flights(packaged: Packaged, scorer: Scorer) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Test-window flights as raw rows (clean flights + their weather + the schedule counts) and
+    their rows of the offline feature table, in the same order."""
+    repo = packaged.repo
+    wx_cols = [f.column for f in scorer.fields if f.table == "weather"]
+    weather = pl.read_parquet(repo / "data/clean/weather.parquet").select("origin", "time_hour", *wx_cols)
+    start = dt.datetime(2013, 2, 10, tzinfo=dt.UTC)
+    raw = (
+        pl.read_parquet(repo / "data/clean/flights.parquet")
+        .filter(pl.col("time_hour") >= start)
+        .sort("time_hour", "carrier", "flight")
+        .gather_every(53)
+        .join(weather, on=["origin", "time_hour"], how="left", maintain_order="left")
+        .with_columns(
+            pl.col("flight").cast(pl.String).alias("_flight"),
+            (pl.col("sched_dep_time") // 100 * 60 + pl.col("sched_dep_time") % 100)
+            .cast(pl.Int32)
+            .alias("_dep_minute"),
+        )
+    )
+    key = ["carrier", "_flight", "origin", "time_hour", "_dep_minute"]
+    offline = (
+        pl.read_parquet(repo / "data/features/features.parquet")
+        .with_columns(
+            pl.col("time_hour").dt.convert_time_zone("UTC"),
+            pl.col("flight").alias("_flight"),
+            pl.col("sched_dep_minute").alias("_dep_minute"),
+        )
+        .filter(pl.struct(key).is_unique())
+    )
+    matched = raw.join(
+        offline.select(*key, pl.int_range(pl.len()).alias("_i")), on=key, how="inner", maintain_order="left"
+    ).head(N_FLIGHTS)
+    assert matched.height == N_FLIGHTS, matched.height
+    rows = offline[matched.get_column("_i").to_list()]
+    raw = matched.drop("_flight", "_dep_minute", "_i").with_columns(rows.select(*OPTIONAL_DERIVED))
+    return raw, rows.select(scorer.spec.columns)
+
+
+def request_rows(scorer: Scorer, raw: pl.DataFrame) -> list[dict[str, Any]]:
+    names = [f.name for f in scorer.fields]
+    return [jsonable(r) for r in raw.select(names).to_dicts()]
+
+
+# ------------------------------------------------------------------------------ in-process parts ---
+def test_bundle_and_metadata(packaged: Packaged, scorer: Scorer) -> None:
+    bundle = packaged.bundle
+    assert json.loads((bundle / "bundle.json").read_text()) == {"version": packaged.model_tag}
+    assert sorted(p.name for p in (bundle / "lookups").iterdir()) == ["airports.parquet", "planes.parquet"]
+    assert scorer.version == packaged.model_tag
+    model_yaml = (bundle / "model.yaml").read_text()
+    for key in ("test_metrics", "valid_metrics", "threshold", "data_version", "params_sha256", "git"):
+        assert key in model_yaml, key
+    card = json.loads((packaged.repo / "models/champion/model_card.json").read_text())
+    assert card["champion"] in model_yaml
+    assert packaged.bento_tag.startswith("ontime-delay-service:")
+
+
+def test_online_features_equal_offline(scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    raw, offline = flights
+    records = scorer.validate(request_rows(scorer, raw))
+    online = scorer.features(scorer.frame(records))
+    assert_frame_equal(online, offline)
+
+
+def test_batch_mates_never_mix(scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    # Two flights at the same airport and hour with different forecasts, scored together (as
+    # adaptive batching does with two requests) score as they do alone.
+    raw, _ = flights
+    a = scorer.validate(request_rows(scorer, raw.head(1)))[0]
+    b = {**a, "wind_speed": 35.0, "precip": 0.8, "visib": 0.5, "temp": -5.0}
+    together = [p["delay_probability"] for p in scorer.predict([a, b])]
+    alone = [scorer.predict([a])[0]["delay_probability"], scorer.predict([b])[0]["delay_probability"]]
+    assert together == pytest.approx(alone, abs=1e-9)
+    assert alone[0] != pytest.approx(alone[1], abs=1e-9)
+
+
+def test_package_refuses_a_missing_champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ontime.serving import package
+    from tests.conftest import SHRUNK, write_params
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    params = write_params(tmp_path / "params.yaml", SHRUNK)
+    with pytest.raises(DataError, match="champion folder is missing; run `dvc repro select`"):
+        package.main(str(params), str(tmp_path / "nope"), str(tmp_path), str(tmp_path / "package.json"))
+    assert not (tmp_path / "package.json").exists()
+
+
+# ------------------------------------------------------------------------------- over HTTP ---
+def test_health_and_schema(server: Server, scorer: Scorer) -> None:
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert server.client.get(path).status_code == 200, path
+    assert "bentoml" in server.client.get("/metrics").text
+    spec = server.client.get("/docs.json").json()
+    assert {"/predict", "/predict_one"} <= set(spec["paths"])
+    flight = spec["components"]["schemas"]["Flight"]
+    assert set(flight["properties"]) == {f.name for f in scorer.fields}
+    assert set(flight["required"]) == {f.name for f in scorer.fields if f.required}
+    assert flight["properties"]["distance"]["minimum"] == 1
+    assert flight["properties"]["distance"]["maximum"] == 6000
+    assert flight["additionalProperties"] is False
+    body = spec["components"]["schemas"]["predict__Input"]["properties"]["flights"]
+    assert (body["minItems"], body["maxItems"]) == (1, scorer.serve.max_batch_size)
+
+
+def test_single_and_batch(server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    rows = request_rows(scorer, flights[0])
+    batch = server.predict(rows[:5])
+    assert len(batch["predictions"]) == 5
+    for p in batch["predictions"]:
+        assert set(p) == {"delay_probability", "delayed", "model_version"}
+        assert 0 <= p["delay_probability"] <= 1
+        assert p["delayed"] == (p["delay_probability"] >= scorer.threshold)
+        assert p["model_version"] == scorer.version
+    one = server.client.post("/predict_one", json={"flight": rows[0]})
+    assert one.status_code == 200, one.text
+    server.logged_flights += 1
+    assert one.json()["delay_probability"] == pytest.approx(
+        batch["predictions"][0]["delay_probability"], abs=1e-6
+    )
+    assert one.json()["request_id"] != batch["request_id"]
+
+
+def test_concurrent_requests_get_their_own_answers(
+    server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    # Concurrent one-flight requests are batched together by the server; each still gets the
+    # answer for its own flight (same airport and hour, different forecasts included).
+    rows = request_rows(scorer, flights[0])[:6]
+    rows += [{**rows[0], "wind_speed": 30.0 + i, "visib": 1.0} for i in range(6)]
+    expected = [p["delay_probability"] for p in scorer.predict(scorer.validate(rows))]
+    with ThreadPoolExecutor(max_workers=len(rows)) as pool:
+        answers = list(pool.map(lambda r: server.predict([r]), rows))
+    got = [a["predictions"][0]["delay_probability"] for a in answers]
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_many_concurrent_requests_all_answered(
+    server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    # More calls than BentoML's in-process client makes before renewing its session (100 by
+    # default, which cut calls in flight): every one is answered.
+    rows = request_rows(scorer, flights[0])
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda i: server.predict([rows[i % len(rows)]]), range(240)))
+    assert len({a["request_id"] for a in answers}) == 240
+
+
+def test_parity_with_ontime_predict(
+    server: Server, packaged: Packaged, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    raw = flights[0]
+    served = server.predict(request_rows(scorer, raw))["predictions"]
+    # the whole clean rows, extra columns (dep_delay, label, ...) included: carried through
+    raw.write_parquet(packaged.repo.parent / "flights.parquet")
+    sh(
+        [
+            "ontime", "predict",
+            "--input", str(packaged.repo.parent / "flights.parquet"),
+            "--output", str(packaged.repo.parent / "predictions.parquet"),
+            "--model", packaged.model_tag,
+        ],
+        packaged.repo,
+        packaged.environ,
+    )  # fmt: skip
+    offline = pl.read_parquet(packaged.repo.parent / "predictions.parquet")
+    assert offline.columns == [*raw.columns, "delay_probability", "delayed", "model_version"]
+    assert_frame_equal(offline.select(raw.columns), raw)
+    diff = max(
+        abs(a - s["delay_probability"])
+        for a, s in zip(offline.get_column("delay_probability"), served, strict=True)
+    )
+    assert diff < 1e-6, diff
+    assert offline.get_column("model_version").unique().to_list() == [packaged.model_tag]
+    # the default model is the latest `ontime-delay` in the store
+    sh(
+        ["ontime", "predict", "--input", "../flights.parquet", "--output", "../default.parquet"],
+        packaged.repo,
+        packaged.environ,
+    )
+    default = pl.read_parquet(packaged.repo.parent / "default.parquet")
+    assert_frame_equal(default, offline)
+
+
+def test_request_log_holds_online_features(
+    server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    raw, offline = flights
+    body = server.predict(request_rows(scorer, raw))
+    entries = [e for e in _log(server) if e["request_id"] == body["request_id"]]
+    assert len(entries) == raw.height
+    for entry, want, pred in zip(entries, offline.to_dicts(), body["predictions"], strict=True):
+        assert tuple(entry) == KEYS
+        assert dt.datetime.fromisoformat(entry["ts"]).utcoffset() == dt.timedelta(0)
+        assert entry["model_version"] == scorer.version
+        assert entry["probability"] == pred["delay_probability"]
+        assert entry["decision"] == int(pred["delayed"])
+        assert list(entry["features"]) == scorer.spec.columns
+        for name, value in want.items():
+            got = entry["features"][name]
+            if isinstance(value, float):
+                assert got == pytest.approx(value, rel=1e-12), name
+            else:
+                assert got == value, name
+
+
+def _log(server: Server) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.log.read_text().splitlines()]
+
+
+def bad_requests(good: dict[str, Any], max_batch: int) -> list[tuple[str, str | bytes, int, str]]:
+    """(what, body, status, text the answer must contain)."""
+
+    def one(**change: Any) -> str:
+        return json.dumps({"flights": [{**good, **change}]})
+
+    without_carrier = {k: v for k, v in good.items() if k != "carrier"}
+    marker = 123456.789
+    return [
+        ("missing field", json.dumps({"flights": [without_carrier]}), 400, '"carrier"'),
+        ("wrong type", one(distance="far"), 400, '"distance"'),
+        ("month 13", one(time_hour="2013-13-01T10:00:00Z"), 400, "month value is outside"),
+        ("negative distance", one(distance=-5), 400, "greater than or equal to 1"),
+        ("hour 25", one(sched_dep_time=2500), 400, "less than or equal to 2359"),
+        ("NaN", one(temp=marker).replace(str(marker), "NaN"), 400, "finite number"),
+        ("Infinity", one(temp=marker).replace(str(marker), "-Infinity"), 400, "finite number"),
+        ("NaN string", one(temp="NaN"), 400, "finite number"),
+        ("unknown field", one(gate="B12"), 400, "Extra inputs are not permitted"),
+        ("empty list", json.dumps({"flights": []}), 400, "at least 1 item"),
+        ("over the limit", json.dumps({"flights": [good] * (max_batch + 1)}), 400, f"at most {max_batch}"),
+        ("not JSON", "flights please", 400, "Invalid JSON"),
+        ("empty body", "", 400, '"flights"'),
+        ("not an object", "[1, 2]", 400, "should be an object"),
+        ("oversized body", b"{" + b" " * 4_000_000 + b"}", 413, "request body over"),
+    ]
+
+
+def test_bad_requests_get_4xx_and_the_server_stays_healthy(
+    server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    good = request_rows(scorer, flights[0])[0]
+    before = len(_log(server))
+    cases = bad_requests(good, scorer.serve.max_batch_size)
+    huge = {**good, "pressure": -1e308}  # finite JSON, but a torch model overflows on it
+    if math.isnan(scorer.predict(scorer.validate([huge]))[0]["delay_probability"]):
+        cases.append(("unscorable", json.dumps({"flights": [huge]}), 422, "wx_pressure"))
+    for what, body, status, text in cases:
+        r = server.client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == status, (what, r.status_code, r.text[:500])
+        assert text in r.text, (what, r.text[:500])
+        assert set(r.json()) == {"error", "detail"}, what
+    r = server.client.post(
+        "/predict", content=json.dumps({"flights": [good]}), headers={"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 415, r.text
+    r = server.client.post("/predict_one", json={"flights": [good]})
+    assert r.status_code == 400
+    assert '"flight"' in r.text
+    assert len(_log(server)) == before  # nothing rejected was logged
+    assert server.client.get("/readyz").status_code == 200
+    assert server.predict([good])["predictions"][0]["model_version"] == scorer.version
+
+
+def test_bentoml_client(server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    import bentoml
+
+    rows = request_rows(scorer, flights[0])[:2]
+    with bentoml.SyncHTTPClient(server.url) as client:
+        out = client.predict(flights=rows)
+        one = client.predict_one(flight=rows[0])
+    server.logged_flights += 3
+    assert [p["model_version"] for p in out["predictions"]] == [scorer.version] * 2
+    assert one["delay_probability"] == pytest.approx(out["predictions"][0]["delay_probability"], abs=1e-6)
+
+
+def test_log_counts_every_scored_flight_once(server: Server) -> None:
+    # runs last: every flight answered 200 above is in the log, nothing else
+    entries = _log(server)
+    assert len(entries) == server.logged_flights
+    assert {e["request_id"] for e in entries} >= set(server.ids)
+    assert all(math.isfinite(e["probability"]) and e["decision"] in (0, 1) for e in entries)
