@@ -200,3 +200,40 @@ def test_cli_reports_training_errors_without_traceback(data_run: Path, tmp_path:
         assert proc.returncode == 2
         assert "no CUDA device is visible; use auto or cpu" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_bagging_over_seeds_averages_members(data_run: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import polars as pl
+
+    from ontime.candidates import load_candidate
+
+    params = write_params(tmp_path / "params.yaml", [*TINY, "train.epochs=1", "train.bagging_seeds=2"])
+    run_train(data_run, tmp_path, params)
+    bag = load_candidate(tmp_path / "model")
+    assert bag.name == "base"
+    members = [load_candidate(tmp_path / "model/members" / n) for n in ("base_seed42", "base_seed43")]
+    test = pl.read_parquet(data_run / "data/split/test.parquet")
+    p = [m.predict_proba(test) for m in members]
+    assert not np.allclose(p[0], p[1])  # different seeds, different models
+    assert np.allclose(bag.predict_proba(test), (p[0] + p[1]) / 2)
+    metrics = read_json(tmp_path / "train.json")
+    assert metrics["bagging_seeds"] == 2
+    assert len(metrics["members_valid_roc_auc"]) == 2
+
+    # fine-tuning a bag fine-tunes each member and keeps the bag
+    from ontime.training import finetune
+
+    out = tmp_path / "ft"
+    finetune.main(
+        str(write_params(tmp_path / "ft.yaml", [*TINY, "finetune.epochs=1"])), str(tmp_path / "model"),
+        str(data_run / "data/split"), str(data_run / "data/features/spec.json"), str(out / "model"),
+        str(out / "ft.json"), str(out / "ckpt"), str(out / "live"),
+    )  # fmt: skip
+    tuned = load_candidate(out / "model")
+    assert tuned.name == "finetuned"
+    assert sorted(p.name for p in (out / "model/members").iterdir()) == [
+        "finetuned_seed42",
+        "finetuned_seed43",
+    ]
+    assert tuned.predict_proba(test).shape == (test.height,)

@@ -255,6 +255,7 @@ class TrainConfig(StrictModel):
     patience: int = Field(ge=1, description="epochs without a better validation ROC AUC")
     device: Literal["auto", "cpu", "cuda"]
     threads: int = Field(ge=1)
+    bagging_seeds: int = Field(ge=1, description="models of seeds seed, seed+1, ... averaged")
 
 
 class EvaluateConfig(StrictModel):

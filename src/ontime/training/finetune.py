@@ -18,11 +18,10 @@ import torch.distributed as dist
 from torch import nn
 
 from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
-from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
 from ontime.spec import FeatureSpec, read_part
 from ontime.training.loop import Runtime, barrier, fingerprint, fit, setup_runtime
-from ontime.training.model_io import TorchCandidate
+from ontime.training.model_io import TorchCandidate, load_torch_members, save_seed_bag
 from ontime.training.train import arrays
 
 log = logging.getLogger(__name__)
@@ -135,9 +134,7 @@ def main(
     train_cfg = section(params, "train", TrainConfig, source=params_path)
     spec = FeatureSpec.load(spec_path)
     base_path = Path(base_dir)
-    if not (base_path / "model.safetensors").is_file():
-        raise DataError(f"{base_dir}: no trained model; run the train stage first (dvc repro train)")
-    base = TorchCandidate.load(base_path)
+    bases = load_torch_members(base_path)  # one model, or each member of a seed bag
     train_df = with_replay(
         read_part(split_dir, "finetune", spec), read_part(split_dir, "train", spec), cfg.replay, seed(params)
     )
@@ -148,33 +145,41 @@ def main(
         files=[
             Path(split_dir) / "finetune.parquet",
             Path(split_dir) / "finetune_valid.parquet",
-            base_path / "model.safetensors",
-            base_path / "preprocessor.json",
+            *sorted(p for p in base_path.rglob("*") if p.is_file()),
         ],
         world_size=rt.world_size,
     )
     try:
-        tuned, metrics = finetune(
-            base,
-            cfg,
-            train_cfg,
-            spec=spec,
-            train_df=train_df,
-            valid_df=valid_df,
-            seed_=seed(params),
-            rt=rt,
-            checkpoint_dir=Path(checkpoint_dir),
-            live_dir=Path(live_dir),
-            fingerprint_=fp,
-        )
+        tuned_members, all_metrics = [], []
+        for k, base in enumerate(bases):
+            tuned, metrics = finetune(
+                base,
+                cfg,
+                train_cfg,
+                spec=spec,
+                train_df=train_df,
+                valid_df=valid_df,
+                seed_=seed(params),
+                rt=rt,
+                checkpoint_dir=Path(checkpoint_dir) / (base.name if len(bases) > 1 else ""),
+                live_dir=Path(live_dir) if k == 0 else None,
+                fingerprint_=f"{fp}:{base.name}",
+            )
+            tuned.name = base.name.replace("base", "finetuned", 1)
+            tuned_members.append(tuned)
+            all_metrics.append(metrics)
+        metrics = all_metrics[0] if len(bases) == 1 else {**all_metrics[0], "members": all_metrics}
         if rt.is_main:
+            info = {
+                "trained_on": ["train", "finetune"],
+                "validated_on": "finetune_valid",
+                "strategy": cfg.strategy,
+            }
             with atomic_outputs(out_dir, metrics_path) as (tmp, tmp_metrics):
-                tuned.save(
-                    tmp,
-                    trained_on=["train", "finetune"],
-                    validated_on="finetune_valid",
-                    strategy=cfg.strategy,
-                )
+                if len(bases) == 1:
+                    tuned_members[0].save(tmp, **info)
+                else:
+                    save_seed_bag(tmp, name="finetuned", members=tuned_members, **info)
                 write_json(tmp_metrics, metrics)
             log.info("finetune: %s", metrics)
         barrier(rt)

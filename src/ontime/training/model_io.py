@@ -106,3 +106,27 @@ class TorchCandidate:
             kwargs=spec["kwargs"],
             preprocessor=Preprocessor.load(folder / "preprocessor.json"),
         )
+
+
+# ------------------------------------------------------------------------------- seed bagging ---
+def save_seed_bag(folder: Path, *, name: str, members: list[TorchCandidate], **info: Any) -> None:
+    """Models of different seeds averaged with equal weights, as an ``ensemble`` candidate."""
+    for member in members:
+        member.save(folder / "members" / member.name, **info)
+    n = len(members)
+    write_json(
+        folder / "combiner.json",
+        {"method": "weighted", "members": [m.name for m in members], "weights": [1.0 / n] * n},
+    )
+    write_candidate_info(folder, kind="ensemble", name=name, method="weighted", bagging_seeds=n, **info)
+
+
+def load_torch_members(folder: str | Path) -> list[TorchCandidate]:
+    """The torch model(s) of a train/finetune output: one model, or the members of a seed bag."""
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        return [TorchCandidate.load(folder)]
+    if not (folder / "combiner.json").is_file():
+        raise DataError(f"{folder}: no trained model; run the train stage first (dvc repro train)")
+    names = read_json(folder / "combiner.json")["members"]
+    return [TorchCandidate.load(folder / "members" / n) for n in names]

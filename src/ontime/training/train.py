@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import torch
 import torch.distributed as dist
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from ontime.config import (
@@ -33,7 +34,7 @@ from ontime.models.mlp import MLP
 from ontime.models.preprocess import Preprocessor
 from ontime.spec import FeatureSpec, read_part
 from ontime.training.loop import Arrays, Runtime, barrier, fingerprint, fit, setup_runtime
-from ontime.training.model_io import TorchCandidate, build_model
+from ontime.training.model_io import TorchCandidate, build_model, save_seed_bag
 
 log = logging.getLogger(__name__)
 
@@ -148,22 +149,42 @@ def main(
         world_size=rt.world_size,
     )
     try:
-        candidate, metrics = train(
-            model_cfg=model_cfg,
-            train_cfg=train_cfg,
-            pre_cfg=pre_cfg,
-            seed_=seed_,
-            spec=spec,
-            train_df=train_df,
-            valid_df=valid_df,
-            rt=rt,
-            checkpoint_dir=Path(checkpoint_dir),
-            live_dir=Path(live_dir),
-            fingerprint_=fp,
-        )
+        # One model, or a bag of `train.bagging_seeds` models (seeds seed, seed+1, ...) averaged.
+        n = train_cfg.bagging_seeds
+        members, member_metrics = [], []
+        for k in range(n):
+            candidate, metrics = train(
+                model_cfg=model_cfg,
+                train_cfg=train_cfg,
+                pre_cfg=pre_cfg,
+                seed_=seed_ + k,
+                spec=spec,
+                train_df=train_df,
+                valid_df=valid_df,
+                rt=rt,
+                checkpoint_dir=Path(checkpoint_dir) / (f"seed-{seed_ + k}" if n > 1 else ""),
+                live_dir=Path(live_dir) if k == 0 else None,  # curves of the first seed
+                fingerprint_=f"{fp}:{seed_ + k}",
+            )
+            candidate.name = f"base_seed{seed_ + k}" if n > 1 else "base"
+            members.append(candidate)
+            member_metrics.append(metrics)
+        metrics = member_metrics[0]
+        if n > 1:
+            probs = np.mean([m.predict_proba(valid_df) for m in members], axis=0)
+            metrics = {
+                **metrics,
+                "bagging_seeds": n,
+                "members_valid_roc_auc": [m["valid_roc_auc"] for m in member_metrics],
+                "valid_roc_auc": round(float(roc_auc_score(valid_df.get_column(spec.target), probs)), 6),
+            }
         if rt.is_main:
+            info = {"trained_on": ["train"], "validated_on": "train_valid"}
             with atomic_outputs(out_dir, metrics_path) as (tmp, tmp_metrics):
-                candidate.save(tmp, trained_on=["train"], validated_on="train_valid")
+                if n == 1:
+                    members[0].save(tmp, **info)
+                else:
+                    save_seed_bag(tmp, name="base", members=members, **info)
                 write_json(tmp_metrics, metrics)
             log.info("train: %s", metrics)
         barrier(rt)
