@@ -18,9 +18,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +30,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-BIN = Path(sys.executable).parent
+from ontime.serving.local import ServeError, serve_bento
+
 ROUTES = {  # dest: (distance in miles, block minutes)
     "ATL": (762, 130), "ORD": (733, 150), "LAX": (2475, 360), "BOS": (187, 70), "MCO": (944, 160),
     "FLL": (1069, 180), "MIA": (1089, 185), "SFO": (2586, 385), "CLT": (544, 110), "IAH": (1416, 225),
@@ -87,49 +85,20 @@ class Result:
         return self.requests / self.seconds
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serve(bento: str, *, batching: bool, log_dir: Path) -> Iterator[str]:
     """A ``bentoml serve`` of ``bento`` on loopback; stopped (its process group) on exit."""
-    port = free_port()
     environ = {
         **os.environ,
         "ONTIME_ADAPTIVE_BATCHING": "1" if batching else "0",
         "ONTIME_REQUEST_LOG": str(log_dir / f"requests-{'on' if batching else 'off'}.jsonl"),
         "BENTOML_DO_NOT_TRACK": "True",
     }
-    output = (log_dir / "serve.log").open("a")
-    cmd = [str(BIN / "bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"bentoml serve exited {proc.returncode}; see {output.name}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bentoml serve not ready after 180 s; see {output.name}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        output.close()
+        with serve_bento(bento, env=environ, output=log_dir / "serve.log") as url:
+            yield url
+    except ServeError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 async def load(

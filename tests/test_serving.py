@@ -7,11 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,9 +20,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from ontime.errors import DataError
+from ontime.serving.local import serve_bento
 from ontime.serving.online import OPTIONAL_DERIVED, Scorer
 from ontime.serving.requestlog import KEYS
-from tests.conftest import BIN, copy_repo, env
+from tests.conftest import copy_repo, env
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +39,6 @@ def sh(args: Sequence[str], cwd: Path, environ: dict[str, str]) -> subprocess.Co
             f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -108,46 +99,14 @@ def scorer(packaged: Packaged) -> Scorer:
 @pytest.fixture(scope="module")
 def server(packaged: Packaged) -> Iterator[Server]:
     """`bentoml serve` of the packaged Bento; stopped (its process group) after the module."""
-    port = free_port()
     log = packaged.repo.parent / "requests.jsonl"
-    output = (packaged.repo.parent / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", packaged.bento_tag, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=packaged.repo,
-        env={**packaged.environ, "ONTIME_REQUEST_LOG": str(log)},
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"bentoml serve exited {proc.returncode}:\n{_tail(output.name)}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"bentoml serve not ready after 180 s:\n{_tail(output.name)}")
-            time.sleep(0.5)
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield Server(url, log, client)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        output.close()
-
-
-def _tail(path: str) -> str:
-    return Path(path).read_text()[-4000:]
+    env = {**packaged.environ, "ONTIME_REQUEST_LOG": str(log)}
+    output = packaged.repo.parent / "serve.log"
+    with (
+        serve_bento(packaged.bento_tag, env=env, output=output, cwd=packaged.repo) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        yield Server(url, log, client)
 
 
 @pytest.fixture(scope="module")
