@@ -27,15 +27,16 @@ SPEC_VERSION = 1
 
 # ----------------------------------------------------------------------------- derived groups ---
 # Each group is a function of the config returning polars expressions, all evaluated in one
-# `with_columns` so polars runs them in parallel. REQUIRES names the columns each group reads.
-def _local_time(cfg: FeaturizeConfig) -> pl.Expr:
+# `with_columns` so polars runs them in parallel. GROUPS below names the columns each one reads.
+def _time(cfg: FeaturizeConfig) -> pl.Expr:
+    """The time column, already converted to ``featurize.timezone`` before the derived groups."""
     assert cfg.time_column is not None
     return pl.col(cfg.time_column)
 
 
 def calendar(cfg: FeaturizeConfig) -> list[pl.Expr]:
     """Month, day of month, day of week (1 = Monday), day of year and hour of the time column."""
-    t = _local_time(cfg)
+    t = _time(cfg)
     return [
         t.dt.month().cast(pl.Int32).alias("cal_month"),
         t.dt.day().cast(pl.Int32).alias("cal_day"),
@@ -63,13 +64,13 @@ def schedule(cfg: FeaturizeConfig) -> list[pl.Expr]:
 
 def aircraft_age(cfg: FeaturizeConfig) -> list[pl.Expr]:
     """Aircraft age in years at the flight (null when the plane or its build year is unknown)."""
-    return [(_local_time(cfg).dt.year() - pl.col("plane_year")).cast(pl.Int32).alias("plane_age")]
+    return [(_time(cfg).dt.year() - pl.col("plane_year")).cast(pl.Int32).alias("plane_age")]
 
 
 def traffic(cfg: FeaturizeConfig) -> list[pl.Expr]:
     """Schedule congestion, known in advance: departures from the origin in the same hour, and the
     aircraft's leg number that day (later legs inherit earlier delays)."""
-    day = _local_time(cfg).dt.date()
+    day = _time(cfg).dt.date()
     leg = pl.col("sched_dep_time").rank("ordinal").over("tailnum", day).cast(pl.Int32)
     legs = pl.len().over("tailnum", day).cast(pl.Int32)
     has_tail = pl.col("tailnum").is_not_null()
@@ -106,7 +107,7 @@ def holiday_distance(lf: pl.LazyFrame, cfg: FeaturizeConfig, years: list[int]) -
         ) from exc
     dates = sorted(calendar_)
     days = pl.DataFrame({"_holiday": dates}, schema={"_holiday": pl.Date}).lazy()
-    day = _local_time(cfg).dt.date().alias("_date")
+    day = _time(cfg).dt.date().alias("_date")
     keyed = lf.with_columns(day)
     by_date = keyed.select("_date").unique().sort("_date")
     nxt = by_date.join_asof(days, left_on="_date", right_on="_holiday", strategy="forward")

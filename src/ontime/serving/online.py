@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import numpy as np
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ontime.candidates import Candidate, load_candidate
 from ontime.config import CleanConfig, DataConfig, FeaturizeConfig, LabelConfig, StrictModel, section
@@ -52,7 +52,7 @@ class ServeConfig(StrictModel):
     max_batch_size: int = Field(ge=1)
 
 
-class Field_(BaseModel):
+class RequestField(BaseModel):
     """One request field: where it goes, its type and rule."""
 
     model_config = ConfigDict(frozen=True)
@@ -67,7 +67,7 @@ class Field_(BaseModel):
 
 def request_fields(
     data: DataConfig, clean: CleanConfig, feat: FeaturizeConfig, serve: ServeConfig
-) -> list[Field_]:
+) -> list[RequestField]:
     """The raw fields a client sends, derived from the pipeline's config."""
     base = feat.base
     base_cols = list(data.dtypes.get(base, {}))
@@ -92,7 +92,7 @@ def request_fields(
             continue
         lo, hi = rules.ranges.get(column, (None, None)) if rules else (None, None)
         fields.append(
-            Field_(
+            RequestField(
                 name=column,
                 table=base,
                 column=column,
@@ -111,17 +111,19 @@ def request_fields(
             lo, hi = table_rules.ranges.get(column, (None, None)) if table_rules else (None, None)
             dtype = data.dtypes.get(join.table, {}).get(column, "Float64")
             fields.append(
-                Field_(name=name, table=join.table, column=column, dtype=dtype, required=False, lo=lo, hi=hi)
+                RequestField(
+                    name=name, table=join.table, column=column, dtype=dtype, required=False, lo=lo, hi=hi
+                )
             )
     if "traffic" in feat.derived:
         fields.extend(
-            Field_(name=c, table=base, column=c, dtype="Int32", required=False, lo=0, hi=10_000)
+            RequestField(name=c, table=base, column=c, dtype="Int32", required=False, lo=0, hi=10_000)
             for c in OPTIONAL_DERIVED
         )
     return fields
 
 
-def request_model(fields: list[Field_], name: str = "Flight") -> type[BaseModel]:
+def request_model(fields: list[RequestField], name: str = "Flight") -> type[BaseModel]:
     """A pydantic model of one record: types, ranges, required vs optional; unknown fields rejected."""
     definitions: dict[str, Any] = {}
     for f in fields:
@@ -250,6 +252,6 @@ class Scorer:
             }
             try:
                 out.append(self.Record.model_validate(clean).model_dump())
-            except Exception as exc:  # pydantic.ValidationError
+            except ValidationError as exc:
                 raise DataError(f"row {i}: {exc}") from exc
         return out
