@@ -13,13 +13,13 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from ontime.candidates import load_candidate
+from ontime.candidates.lightgbm_model import LightGBMCandidate
 from ontime.config import section
 from ontime.errors import ConfigError, DataError
 from ontime.io import read_json
 from ontime.spec import FeatureSpec, read_part
 from ontime.training.baseline import (
     BaselineConfig,
-    LightGBMCandidate,
     cross_validate,
     fit_lightgbm,
     main,

@@ -1,16 +1,17 @@
 """select: the champion among the candidates, by a validation metric (never a test metric).
 
 Copies the chosen candidate folder to ``models/champion/`` with a model card (JSON and Markdown):
-data version (the DVC md5 of every input), params, validation and test metrics, threshold, feature
-spec and git revision.
+data version (the md5 of every input it read), lineage from ``dvc.lock`` (the source data's and the
+split's md5, and the params, code and data of every upstream stage, as DVC recorded them), params,
+validation and test metrics, threshold, feature spec, the git commit and the DVC experiment name.
+When select runs outside ``dvc repro`` and ``dvc.lock`` does not describe its inputs, the card says
+so (``lineage: null``) rather than guess.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from ontime.candidates import CANDIDATE_FILE
 from ontime.config import SelectConfig, load_params, section
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json
+from ontime.lineage import md5, provenance, stage_params, upstream
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +38,6 @@ def choose(metrics: dict[str, Any], cfg: SelectConfig) -> str:
     return max(cfg.candidates, key=lambda c: (scores[c], -cfg.candidates.index(c)))
 
 
-def md5(path: Path) -> str:
-    """The hash DVC records for a file (md5 of its bytes)."""
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def git_revision() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        return {
-            "commit": git("rev-parse", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        }
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-
-
 def model_card(
     *,
     name: str,
@@ -66,6 +46,7 @@ def model_card(
     params: dict[str, Any],
     inputs: dict[str, str],
     spec: dict[str, Any],
+    lineage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     chosen = metrics[name]
     return {
@@ -78,7 +59,8 @@ def model_card(
         "data_version": inputs,
         "params": params,
         "feature_spec": spec,
-        "git": git_revision(),
+        "lineage": lineage,
+        "git": provenance(),
     }
 
 
@@ -90,7 +72,19 @@ def card_markdown(card: dict[str, Any]) -> str:
     test = card["test_metrics"]
     features = ", ".join(f"`{f['name']}` ({f['kind']})" for f in card["feature_spec"]["features"])
     data = "\n".join(f"- `{k}`: `{v}`" for k, v in sorted(card["data_version"].items()))
-    dirty = " (with uncommitted changes)" if card["git"]["dirty"] else ""
+    exp = f", experiment `{card['git']['experiment']}`" if card["git"].get("experiment") else ""
+    lineage = card.get("lineage")
+    if lineage:
+        source = lineage.get("collect", {}).get("outs", {})
+        stages = ", ".join(f"`{s}`" for s in lineage)
+        origin = (
+            "Source data (DVC md5): "
+            + ", ".join(f"`{k}` `{v}`" for k, v in sorted(source.items()))
+            + f". Params, code and data of every upstream stage ({stages}) as `dvc.lock` recorded them "
+            "are in `model_card.json` under `lineage`."
+        )
+    else:
+        origin = "No lineage: select ran outside `dvc repro`, so `dvc.lock` does not describe its inputs."
     return f"""# Model card: {card["champion"]}
 
 Selected by **{card["selected_by"]}** among the candidates below (validation rows; test never used).
@@ -113,7 +107,7 @@ ROC AUC {test["roc_auc"]:.4f}, PR AUC {test["pr_auc"]:.4f}, F1 {test["f1"]:.4f},
 Target `{card["feature_spec"]["target"]}`. {features}.
 
 ## Provenance
-git commit `{card["git"]["commit"]}`{dirty}. Full params in `model_card.json`.
+git commit `{card["git"]["commit"]}`{exp}. {origin}
 """
 
 
@@ -138,7 +132,15 @@ def main(
     inputs = {str(p): md5(p) for p in sorted(Path(split_dir).glob("*.parquet"))}
     inputs[spec_path] = md5(Path(spec_path))
     spec = read_json(spec_path)
-    card = model_card(name=name, cfg=cfg, metrics=metrics, params=params, inputs=inputs, spec=spec)
+    lineage = upstream("select", check={evaluation: md5(Path(evaluation))})
+    if lineage is None:
+        log.warning("select: dvc.lock does not describe these inputs (not run by dvc repro): no lineage")
+    else:
+        # The params each upstream stage ran with, not whatever the workspace file says now.
+        params = {**params, **stage_params(lineage)}
+    card = model_card(
+        name=name, cfg=cfg, metrics=metrics, params=params, inputs=inputs, spec=spec, lineage=lineage
+    )
     with atomic_outputs(out_dir, metrics_path) as (tmp, tmp_metrics):
         shutil.copytree(folders[name], tmp)
         write_json(tmp / "model_card.json", card)

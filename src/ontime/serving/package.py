@@ -8,17 +8,25 @@ bundle's ``params.yaml`` takes its ``serve`` section from the current params, so
 ``serve.max_batch_size`` re-packages without retraining.
 
 The store lives in ``$BENTOML_HOME`` (default ``~/bentoml``), outside the repository: DVC records
-only ``models/package.json`` (the model and Bento tags).
+``models/package.json`` (the model and Bento tags), which is what the service serves from the
+repository (never ``latest``).
+
+Tags are content hashes, not random: the model's version is the sha256 of the bundle's files, the
+Bento's version that of the model version, ``bentofile.yaml`` and every source file the Bento
+includes. Packaging the same champion with the same code gives the same tags on any machine, so
+``models/package.json`` is reproducible, a fresh clone re-creates exactly the recorded model with
+``dvc repro -f package``, and an existing tag is reused rather than duplicated. The Bento is built
+from a temporary copy of ``src/`` holding ``ontime/serving/served_model.json`` (the model tag), so a
+Bento serves the model it was built with, always.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +34,48 @@ import yaml
 
 from ontime.config import FeaturizeConfig, load_params, section
 from ontime.errors import DataError
-from ontime.evaluation.select import git_revision, md5
 from ontime.io import atomic_outputs, read_json, write_json
+from ontime.lineage import md5, provenance, tree_sha256
 from ontime.serving.online import Scorer, ServeConfig
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "ontime-delay"
+SERVED_MODEL_FILE = "served_model.json"  # inside a Bento: ontime/serving/served_model.json
 CHAMPION_FILES = ("candidate.json", "model_card.json", "params.yaml", "feature_spec.json")
+
+
+def served_model_tag(package_json: str | Path | None = None) -> tuple[str, str]:
+    """The pinned model tag to serve, and where it came from; never ``latest``.
+
+    Inside a Bento: the tag it was built with (``served_model.json`` beside this module). Else
+    ``ONTIME_MODEL``, else ``models/package.json`` (or ``ONTIME_PACKAGE``) in the working directory.
+    """
+    packed = Path(__file__).with_name(SERVED_MODEL_FILE)
+    if packed.is_file():
+        tag = str(read_json(packed)["model_tag"])
+        other = os.environ.get("ONTIME_MODEL")
+        if other and other != tag:
+            log.warning("ONTIME_MODEL=%s ignored: this Bento serves the model it was built with", other)
+        return tag, f"the Bento ({SERVED_MODEL_FILE})"
+    if os.environ.get("ONTIME_MODEL"):
+        tag = os.environ["ONTIME_MODEL"]
+        source = "ONTIME_MODEL"
+    else:
+        path = Path(package_json or os.environ.get("ONTIME_PACKAGE") or "models/package.json")
+        if not path.is_file():
+            raise DataError(
+                f"{path.resolve()}: not found, so there is no packaged model to serve; run `dvc repro "
+                "package` (or `dvc pull`) in the repository and serve from its root, or set ONTIME_MODEL "
+                f"to a pinned tag ({MODEL_NAME}:<version>; `bentoml models list` shows them)"
+            )
+        tag, source = str(read_json(path)["model_tag"]), str(path)
+    if tag.endswith(":latest") or ":" not in tag:
+        raise DataError(
+            f"model {tag!r} (from {source}) is not pinned; give a tag with its version, e.g. "
+            f"{MODEL_NAME}:<version> from models/package.json"
+        )
+    return tag, source
 
 
 def check_champion(champion: Path) -> dict[str, Any]:
@@ -92,17 +134,36 @@ def _metadata(value: Any) -> Any:
     return "unknown" if value is None else value
 
 
-@contextlib.contextmanager
-def _env(name: str, value: str) -> Iterator[None]:
-    old = os.environ.get(name)
-    os.environ[name] = value
+def bentofile_includes(bentofile: Path, build_ctx: Path) -> list[Path]:
+    """The files of ``build_ctx`` that ``bentofile.yaml``'s include/exclude select (BentoML's matcher)."""
+    from pathspec import PathSpec
+
+    spec = yaml.safe_load(bentofile.read_text()) or {}
+    include = PathSpec.from_lines("gitwildmatch", spec.get("include") or ["*"])
+    exclude = PathSpec.from_lines("gitwildmatch", [*(spec.get("exclude") or []), "__pycache__/"])
+    return [
+        p
+        for p in sorted(build_ctx.rglob("*"))
+        if p.is_file()
+        and include.match_file(p.relative_to(build_ctx).as_posix())
+        and not exclude.match_file(p.relative_to(build_ctx).as_posix())
+    ]
+
+
+def content_version(digest: str) -> str:
+    """A BentoML version from a content hash (lowercase letters and digits)."""
+    return digest[:20]
+
+
+def stored(kind: str, tag: str) -> bool:
+    import bentoml
+    from bentoml.exceptions import NotFound
+
     try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        (bentoml.models.get if kind == "model" else bentoml.bentos.get)(tag)
+    except NotFound:
+        return False
+    return True
 
 
 def main(
@@ -132,28 +193,56 @@ def main(
         "test_metrics": card["test_metrics"],
         "valid_metrics": card["valid_metrics"],
         "data_version": {**card["data_version"], **{str(p): md5(p) for p in lookups.values()}},
+        "source_data": (card.get("lineage") or {}).get("collect", {}).get("outs", "unknown"),
         "params_sha256": hashlib.sha256(yaml.safe_dump(params, sort_keys=False).encode()).hexdigest(),
-        "git": git_revision(),
+        "git": provenance(),
         "champion_git": card["git"],
     }
     labels = {"project": "ontime", "champion": str(card["champion"]), "data": str(params["data"]["name"])}
-    with atomic_outputs(out_path) as (tmp_out,):
-        with bentoml.models.create(MODEL_NAME, labels=labels, metadata=_metadata(metadata)) as model:
-            tag = str(model.tag)
-            assemble_bundle(champion, lookups, Path(model.path), params=params, version=tag)
-            Scorer(model.path)  # fails here, before anything is saved, when the bundle does not load
-        log.info("package: saved model %s", tag)
-        # The service resolves its model at import: pin the build to the model just saved.
-        with _env("ONTIME_MODEL", tag):
+    with (
+        atomic_outputs(out_path) as (tmp_out,),
+        tempfile.TemporaryDirectory(prefix="ontime-package-") as work,
+    ):
+        # The bundle, hashed before bundle.json (which names the version) is written.
+        staged = Path(work) / "bundle"
+        staged.mkdir()
+        assemble_bundle(champion, lookups, staged, params=params, version="")
+        (staged / "bundle.json").unlink()
+        files = [f for f in staged.rglob("*") if f.is_file()]
+        tag = f"{MODEL_NAME}:{content_version(tree_sha256(staged, files))}"
+        if stored("model", tag):
+            log.info("package: model %s is already in the store (same content): reused", tag)
+        else:
+            with bentoml.models.create(tag, labels=labels, metadata=_metadata(metadata)) as model:
+                assemble_bundle(champion, lookups, Path(model.path), params=params, version=tag)
+                Scorer(model.path)  # fails here, before anything is saved, when the bundle does not load
+            log.info("package: saved model %s", tag)
+        # The Bento's source: the included files of src/ plus the model tag it must serve.
+        ctx = Path(work) / "src"
+        included = bentofile_includes(Path(bentofile), Path(build_ctx))
+        for path in included:
+            dest = ctx / path.relative_to(build_ctx)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        write_json(ctx / "ontime" / "serving" / SERVED_MODEL_FILE, {"model_tag": tag})
+        code = tree_sha256(Path(build_ctx), included)
+        version = content_version(
+            hashlib.sha256(f"{tag}\0{code}\0".encode() + Path(bentofile).read_bytes()).hexdigest()
+        )
+        bento_tag = f"{yaml.safe_load(Path(bentofile).read_text())['name']}:{version}"
+        if stored("bento", bento_tag):
+            log.info("package: Bento %s is already in the store (same model and code): reused", bento_tag)
+        else:
             bento = bentoml.bentos.build_bentofile(
-                bentofile, build_ctx=build_ctx, version=model.tag.version, labels={"model": tag}
+                bentofile, build_ctx=str(ctx), version=version, labels={"model": tag}
             )
-        log.info("package: built Bento %s", bento.tag)
+            bento_tag = str(bento.tag)
+            log.info("package: built Bento %s", bento_tag)
         write_json(
             tmp_out,
             {
                 "model_tag": tag,
-                "bento_tag": str(bento.tag),
+                "bento_tag": bento_tag,
                 "champion": card["champion"],
                 "threshold": card["threshold"],
                 "params_sha256": metadata["params_sha256"],

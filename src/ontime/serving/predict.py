@@ -16,7 +16,7 @@ import polars as pl
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_parquet
 from ontime.serving.online import Scorer
-from ontime.serving.package import MODEL_NAME
+from ontime.serving.package import served_model_tag
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +24,14 @@ OUTPUT_COLUMNS = ("delay_probability", "delayed", "model_version")
 
 
 def load_scorer(model: str | None = None) -> Scorer:
-    """A bundle folder path, or a BentoML model tag (default: the latest ``ontime-delay``)."""
+    """A bundle folder path, or a pinned BentoML model tag; by default the model the service serves
+    from this repository (``models/package.json``, or ``ONTIME_MODEL``), never ``latest``."""
     if model is not None and Path(model).is_dir():
         return Scorer(model)
     import bentoml
     from bentoml.exceptions import BentoMLException
 
-    tag = model or f"{MODEL_NAME}:latest"
+    tag = model or served_model_tag()[0]
     try:
         stored = bentoml.models.get(tag)
     except BentoMLException as exc:

@@ -2,8 +2,13 @@
 
 Serve the packaged model (``dvc repro package`` builds both the model and the Bento)::
 
-    bentoml serve ontime-delay-service:latest          # the Bento (what a container runs)
-    bentoml serve ontime.serving.service:OntimeDelay   # from the working tree (src/ on the path)
+    bentoml serve ontime.serving.service:OntimeDelay   # from the repository: models/package.json's model
+    bentoml serve "$(jq -r .bento_tag models/package.json)"   # the Bento (what a container runs)
+
+Which model: a Bento serves the model it was built with, always (``served_model.json`` in its
+code). From the repository the service serves ``ONTIME_MODEL`` if set, else the ``model_tag`` of
+``models/package.json`` (``ONTIME_PACKAGE`` names another file): the model the committed
+``dvc.lock`` built. Never ``latest``: experiments and other data sets package into the same store.
 
 HTTP contract (JSON, ``Content-Type: application/json``):
 
@@ -23,7 +28,7 @@ HTTP contract (JSON, ``Content-Type: application/json``):
   probabilities and the features the model saw, and logs nothing. Clients should not need it.
 - ``/livez``, ``/readyz``, ``/metrics`` (Prometheus) come from BentoML.
 
-Environment: ``ONTIME_MODEL`` (model tag, default ``ontime-delay:latest``), ``ONTIME_REQUEST_LOG``
+Environment: ``ONTIME_MODEL`` (a pinned model tag; ignored inside a Bento), ``ONTIME_REQUEST_LOG``
 (default ``logs/requests.jsonl``), ``ONTIME_WORKERS`` (default 1), ``ONTIME_ADAPTIVE_BATCHING``
 (``0`` turns adaptive batching off, for benchmarks).
 """
@@ -35,6 +40,7 @@ import logging
 import math
 import os
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
@@ -43,13 +49,14 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from ontime.errors import DataError
+from ontime.io import read_json
 from ontime.serving.online import Scorer
-from ontime.serving.package import MODEL_NAME
+from ontime.serving.package import served_model_tag
 from ontime.serving.requestlog import RequestLog, record
 
 log = logging.getLogger("ontime.serving")
 
-MODEL_TAG = os.environ.get("ONTIME_MODEL") or f"{MODEL_NAME}:latest"
+MODEL_TAG, MODEL_SOURCE = served_model_tag()
 TIMEOUT_S = 10  # a request's whole budget; scoring a full batch takes well under a second
 WORKERS = int(os.environ.get("ONTIME_WORKERS", "1"))
 BATCHING = os.environ.get("ONTIME_ADAPTIVE_BATCHING", "1") != "0"
@@ -59,6 +66,11 @@ F32_MAX = float(np.finfo(np.float32).max)
 # The schema comes from the packaged bundle, at import, so /docs.json shows every field.
 MODEL_REF = bentoml.models.BentoModel(MODEL_TAG)
 SCORER = Scorer(MODEL_REF.resolve().path)
+if not SCORER.fields:
+    raise DataError(
+        f"model {MODEL_TAG}: its request schema has no fields (the data config declares no dtypes), "
+        "so no request could be scored; declare the columns in data.dtypes and re-run dvc repro package"
+    )
 Flight = SCORER.Record
 MAX_BATCH = SCORER.serve.max_batch_size
 # A flight at its largest (every string field at 64 characters) is under 4 KiB of JSON.
@@ -210,7 +222,21 @@ class OntimeDelay:
         self.scorer = SCORER
         self.version = SCORER.version
         self.log = RequestLog()
-        log.info("ontime: serving %s, request log %s, batching %s", self.version, self.log.path, BATCHING)
+        card = read_json(Path(MODEL_REF.resolve().path) / "model_card.json")
+        lineage = card.get("lineage") or {}
+        log.info(
+            "ontime: serving %s (from %s): champion %s, data %s, source data %s, split %s, git %s; "
+            "request log %s, batching %s",
+            self.version,
+            MODEL_SOURCE,
+            card.get("champion"),
+            SCORER.data.name,
+            lineage.get("collect", {}).get("outs"),
+            lineage.get("split", {}).get("outs"),
+            card.get("git", {}).get("commit"),
+            self.log.path,
+            BATCHING,
+        )
 
     def __is_ready__(self) -> bool:
         return self.scorer is not None

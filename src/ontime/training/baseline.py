@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -25,16 +24,15 @@ import polars as pl
 from pydantic import Field
 from sklearn.metrics import roc_auc_score
 
-from ontime.candidates import write_candidate_info
+from ontime.candidates.lightgbm_model import LightGBMCandidate, encode
 from ontime.config import StrictModel, load_params, section
 from ontime.config import seed as read_seed
 from ontime.errors import DataError
-from ontime.io import atomic_outputs, read_json, write_json
+from ontime.io import atomic_outputs, write_json
 from ontime.spec import FeatureSpec, read_part
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE, ENCODING_FILE = "model.txt", "encoding.json"
 # name -> (parts it trains on, part it stops early on)
 CANDIDATES = {
     "lgbm_train": (("train",), "train_valid"),
@@ -66,28 +64,6 @@ def fit_vocabularies(df: pl.DataFrame, categorical: Sequence[str]) -> dict[str, 
     return {c: df.get_column(c).cast(pl.String).drop_nulls().unique().sort().to_list() for c in categorical}
 
 
-def encode(
-    df: pl.DataFrame, numeric: Sequence[str], categorical: Sequence[str], vocabularies: dict[str, list[str]]
-) -> np.ndarray:
-    """The model's input matrix: numeric columns, then categorical codes (0: unknown or null).
-
-    Shape: (n, len(numeric) + len(categorical)), float64, NaN where a numeric value is missing.
-    """
-    missing = [c for c in (*numeric, *categorical) if c not in df.columns]
-    if missing:
-        raise DataError(f"column(s) {missing} the model needs are missing; score features from featurize")
-    codes = [
-        pl.col(c)
-        .cast(pl.String)
-        .replace_strict(vocabularies[c], range(1, len(vocabularies[c]) + 1), default=0, return_dtype=pl.Int32)
-        .fill_null(0)
-        .cast(pl.Float64)
-        for c in categorical
-    ]
-    numbers = [pl.col(c).cast(pl.Float64).fill_null(float("nan")) for c in numeric]
-    return df.select(*numbers, *codes).to_numpy().astype(np.float64, copy=False)
-
-
 def _labels(df: pl.DataFrame, target: str, where: str) -> np.ndarray:
     if df.height == 0:
         raise DataError(f"{where}: no rows to train or validate on; widen split.windows")
@@ -101,75 +77,6 @@ def _labels(df: pl.DataFrame, target: str, where: str) -> np.ndarray:
             "widen split.windows (or baseline.cv_folds for CV)"
         )
     return y.cast(pl.Float64).to_numpy()
-
-
-# ------------------------------------------------------------------------------------ candidate ---
-class LightGBMCandidate:
-    """A fitted LightGBM booster with its categorical encoding; scores feature frames."""
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        booster: lgb.Booster,
-        vocabularies: dict[str, list[str]],
-        numeric: list[str],
-        categorical: list[str],
-        best_iteration: int,
-        trained_on: list[str],
-    ) -> None:
-        self.name = name
-        self.booster = booster
-        self.vocabularies = vocabularies
-        self.numeric = numeric
-        self.categorical = categorical
-        self.best_iteration = best_iteration
-        self.trained_on = trained_on
-
-    def encode(self, df: pl.DataFrame) -> np.ndarray:
-        """Shape: (n, n_numeric + n_categorical), float64."""
-        return encode(df, self.numeric, self.categorical, self.vocabularies)
-
-    def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
-        """Probability of label 1 for each row of ``df``. Shape: (n,), float64."""
-        return np.asarray(self.booster.predict(self.encode(df)), dtype=np.float64)
-
-    def save(self, folder: str | Path) -> None:
-        """Write ``model.txt`` (LightGBM text format), ``encoding.json`` and ``candidate.json``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(folder / MODEL_FILE, num_iteration=self.best_iteration)
-        encoding = {
-            "numeric": self.numeric,
-            "categorical": self.categorical,
-            "vocabularies": self.vocabularies,
-        }
-        write_json(folder / ENCODING_FILE, encoding)
-        write_candidate_info(
-            folder,
-            kind="lightgbm",
-            name=self.name,
-            trained_on=self.trained_on,
-            best_iteration=self.best_iteration,
-        )
-
-    @classmethod
-    def load(cls, folder: str | Path) -> LightGBMCandidate:
-        """Read a folder written by :meth:`save` (no pickle)."""
-        folder = Path(folder)
-        for file in ("candidate.json", MODEL_FILE, ENCODING_FILE):
-            if not (folder / file).is_file():
-                raise DataError(f"{folder / file}: not found; re-run the baseline stage (dvc repro baseline)")
-        info, encoding = read_json(folder / "candidate.json"), read_json(folder / ENCODING_FILE)
-        return cls(
-            name=info["name"],
-            booster=lgb.Booster(model_file=folder / MODEL_FILE),
-            vocabularies=encoding["vocabularies"],
-            numeric=encoding["numeric"],
-            categorical=encoding["categorical"],
-            best_iteration=info["best_iteration"],
-            trained_on=info["trained_on"],
-        )
 
 
 def fit_lightgbm(

@@ -11,7 +11,6 @@ An ensemble folder holds copies of its members, so it is self-contained (for pac
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,14 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ontime.candidates import Candidate, load_candidate, write_candidate_info
+from ontime.candidates import Candidate, load_candidate
+from ontime.candidates.ensemble_model import EPS, VALID_PART, EnsembleCandidate, combine, logit
 from ontime.config import EnsembleConfig, load_params, section
 from ontime.errors import DataError
-from ontime.io import atomic_outputs, read_json, write_json, write_parquet
+from ontime.io import atomic_outputs, write_json
 from ontime.spec import FeatureSpec, read_part
 
 log = logging.getLogger(__name__)
-
-VALID_PART = "finetune_valid"
-EPS = 1e-6
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p / (1 - p))
 
 
 # ---------------------------------------------------------------------------------- combiners ---
@@ -58,15 +50,8 @@ def fit_weights(P: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def fit_stacking(P: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
-    reg = LogisticRegression(C=c, max_iter=1000).fit(_logit(P), y)
+    reg = LogisticRegression(C=c, max_iter=1000).fit(logit(P), y)
     return reg.coef_[0].astype(np.float64), float(reg.intercept_[0])
-
-
-def combine(method: str, P: np.ndarray, state: dict[str, Any]) -> np.ndarray:
-    if method == "weighted":
-        return P @ np.asarray(state["weights"])
-    z = _logit(P) @ np.asarray(state["coef"]) + state["intercept"]
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 def fit_state(method: str, P: np.ndarray, y: np.ndarray, cfg: EnsembleConfig) -> dict[str, Any]:
@@ -87,55 +72,6 @@ def out_of_fold(method: str, P: np.ndarray, y: np.ndarray, cfg: EnsembleConfig) 
             )
         oof[block] = combine(method, P[block], fit_state(method, P[rest], y[rest], cfg))
     return oof
-
-
-# ---------------------------------------------------------------------------------- candidate ---
-class EnsembleCandidate:
-    """Members plus a fitted combiner; ``oof`` holds its out-of-fold validation predictions."""
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        method: str,
-        members: list[Candidate],
-        state: dict[str, Any],
-        oof: np.ndarray | None = None,
-    ) -> None:
-        self.name, self.method, self.members, self.state = name, method, members, state
-        self.oof = {VALID_PART: oof} if oof is not None else {}
-
-    def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
-        P = np.column_stack([m.predict_proba(df) for m in self.members])
-        return combine(self.method, P, self.state)
-
-    def save(self, folder: Path, member_dirs: dict[str, Path]) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, src in member_dirs.items():
-            shutil.copytree(src, folder / "members" / name)
-        write_json(
-            folder / "combiner.json",
-            {"method": self.method, "members": [m.name for m in self.members], **self.state},
-        )
-        if VALID_PART in self.oof:
-            write_parquet(pl.DataFrame({"oof": self.oof[VALID_PART]}), folder / f"oof_{VALID_PART}.parquet")
-        write_candidate_info(folder, kind="ensemble", name=self.name, method=self.method)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> EnsembleCandidate:
-        folder = Path(folder)
-        combiner = read_json(folder / "combiner.json")
-        members = [load_candidate(folder / "members" / n) for n in combiner.pop("members")]
-        oof_path = folder / f"oof_{VALID_PART}.parquet"
-        oof = pl.read_parquet(oof_path).get_column("oof").to_numpy() if oof_path.is_file() else None
-        method = combiner.pop("method")
-        return cls(
-            name=read_json(folder / "candidate.json")["name"],
-            method=method,
-            members=members,
-            state=combiner,
-            oof=oof,
-        )
 
 
 # -------------------------------------------------------------------------------------- stage ---

@@ -17,11 +17,11 @@ import polars as pl
 import torch.distributed as dist
 from torch import nn
 
+from ontime.candidates.torch_model import TorchCandidate, load_torch_members, save_seed_bag
 from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
 from ontime.io import atomic_outputs, write_json
 from ontime.spec import FeatureSpec, read_part
 from ontime.training.loop import Runtime, barrier, fingerprint, fit, setup_runtime
-from ontime.training.model_io import TorchCandidate, load_torch_members, save_seed_bag
 from ontime.training.train import arrays
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from ontime.candidates.torch_model import TorchCandidate, build_model, save_seed_bag
 from ontime.config import (
     ModelConfig,
     PreprocessConfig,
@@ -34,7 +35,6 @@ from ontime.models.mlp import MLP
 from ontime.models.preprocess import Preprocessor
 from ontime.spec import FeatureSpec, read_part
 from ontime.training.loop import Arrays, Runtime, barrier, fingerprint, fit, setup_runtime
-from ontime.training.model_io import TorchCandidate, build_model, save_seed_bag
 
 log = logging.getLogger(__name__)
 

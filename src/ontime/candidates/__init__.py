@@ -1,7 +1,10 @@
-"""A candidate model: a folder with ``candidate.json`` that can score a feature frame.
+"""Candidate models, the inference side: a folder with ``candidate.json`` that can score a feature frame.
 
 Every stage that produces a model (train, baseline, finetune, ...) writes one candidate folder;
 evaluate, select and serving load them through :func:`load_candidate` without knowing their kind.
+This package holds everything needed to load and score a candidate (``torch_model``,
+``lightgbm_model``, ``ensemble_model``) and never imports training code, so evaluate and package
+depend on it (``dvc.yaml``) and not on ``ontime.training``.
 """
 
 from __future__ import annotations
@@ -42,15 +45,15 @@ def load_candidate(folder: str | Path) -> Candidate:
         raise DataError(f"{folder}: no {CANDIDATE_FILE}; is this a model folder from the pipeline?")
     info = read_json(info_path)
     if info.get("kind") == "torch":
-        from ontime.training.model_io import TorchCandidate
+        from ontime.candidates.torch_model import TorchCandidate
 
         return TorchCandidate.load(folder)
     if info.get("kind") == "lightgbm":
-        from ontime.training.baseline import LightGBMCandidate
+        from ontime.candidates.lightgbm_model import LightGBMCandidate
 
         return LightGBMCandidate.load(folder)
     if info.get("kind") == "ensemble":
-        from ontime.training.ensemble import EnsembleCandidate
+        from ontime.candidates.ensemble_model import EnsembleCandidate
 
         return EnsembleCandidate.load(folder)
     raise DataError(f"{info_path}: unknown candidate kind {info.get('kind')!r}")
