@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,20 @@ BIN = Path(sys.executable).parent
 
 # The real config, shrunk by the `smoke` profile (conf/experiment/smoke.yaml): two months of data.
 SHRUNK = ["experiment=smoke"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test (and every process it starts) packages into a temp BentoML store, never ~/bentoml."""
+    home = tmp_path_factory.mktemp("bentoml")
+    old = os.environ.get("BENTOML_HOME")
+    os.environ["BENTOML_HOME"] = str(home)
+    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+    yield home
+    if old is None:
+        os.environ.pop("BENTOML_HOME", None)
+    else:
+        os.environ["BENTOML_HOME"] = old
 
 
 def compose_params(overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -1,0 +1,311 @@
+"""``ontime registry``: the champion's versions and stages as git tags, and the served model.
+
+The champion (``models/champion``) is the DVC artifact ``ontime-delay`` (``artifacts:`` in
+``dvc.yaml``). Versions and stages are git tags in GTO's format, which ``dvc artifacts get`` and the
+DVC tools read:
+
+- ``ontime-delay@v1.2.0`` registers the commit it points at as version v1.2.0;
+- ``ontime-delay#prod#3`` is the 3rd assignment of stage ``prod``: the stage's version is the one
+  registered on the commit the newest assignment points at (so a rollback is a new assignment).
+
+Each version's commit holds ``models/package.json``: the pinned model and Bento tags to serve
+(content hashes, see ``ontime.serving.package``). The registry is the source of truth; the BentoML
+store is a cache of it that ``prune`` trims.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ontime.errors import OntimeError
+
+log = logging.getLogger(__name__)
+
+ARTIFACT = "ontime-delay"
+PACKAGE_FILE = "models/package.json"
+SEMVER = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+
+
+class RegistryError(OntimeError):
+    """A registry command cannot do what was asked (no such version, nothing to roll back to)."""
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RegistryError(f"git {' '.join(args)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+@dataclass(frozen=True)
+class Version:
+    version: str  # v1.2.0
+    commit: str
+    package: dict[str, Any]  # models/package.json at the commit
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        m = SEMVER.match(self.version)
+        assert m is not None
+        return int(m[1]), int(m[2]), int(m[3])
+
+
+@dataclass(frozen=True)
+class Assignment:
+    stage: str
+    number: int
+    commit: str
+
+
+def _tags(pattern: str, cwd: Path | None) -> list[tuple[str, str]]:
+    """(tag, commit it points at) for tags matching the glob ``pattern``."""
+    out = git(
+        "for-each-ref",
+        "--format=%(refname:short) %(*objectname) %(objectname)",
+        f"refs/tags/{pattern}",
+        cwd=cwd,
+    )
+    rows = []
+    for line in filter(None, out.splitlines()):
+        name, *shas = line.split()
+        rows.append((name, shas[0]))  # the peeled commit of an annotated tag comes first
+    return rows
+
+
+def package_at(commit: str, cwd: Path | None = None) -> dict[str, Any]:
+    try:
+        return dict(json.loads(git("show", f"{commit}:{PACKAGE_FILE}", cwd=cwd)))
+    except RegistryError:
+        raise RegistryError(
+            f"commit {commit[:12]} has no committed {PACKAGE_FILE}: run `dvc repro` and commit dvc.lock "
+            f"and {PACKAGE_FILE} before registering it"
+        ) from None
+
+
+def versions(cwd: Path | None = None) -> list[Version]:
+    """Registered versions, oldest first."""
+    found = []
+    for name, commit in _tags(f"{ARTIFACT}@v*", cwd):
+        version = name.split("@", 1)[1]
+        if SEMVER.match(version):
+            found.append(Version(version, commit, package_at(commit, cwd)))
+    return sorted(found, key=lambda v: v.key)
+
+
+def assignments(stage: str, cwd: Path | None = None) -> list[Assignment]:
+    """Assignments of ``stage``, oldest first."""
+    out = []
+    for name, commit in _tags(f"{ARTIFACT}#{stage}#*", cwd):
+        number = name.rsplit("#", 1)[1]
+        if number.isdigit():
+            out.append(Assignment(stage, int(number), commit))
+    return sorted(out, key=lambda a: a.number)
+
+
+def stages(cwd: Path | None = None) -> list[str]:
+    names = {name.split("#")[1] for name, _ in _tags(f"{ARTIFACT}#*", cwd) if name.count("#") == 2}
+    return sorted(names)
+
+
+def version_of(commit: str, cwd: Path | None = None) -> Version:
+    matches = [v for v in versions(cwd) if v.commit == commit]
+    if not matches:
+        raise RegistryError(f"commit {commit[:12]} is not a registered version of {ARTIFACT}")
+    return matches[-1]
+
+
+def current(stage: str, cwd: Path | None = None) -> Version:
+    history = assignments(stage, cwd)
+    if not history:
+        raise RegistryError(
+            f"no version is in stage {stage!r}; run `ontime registry promote --stage {stage}`"
+        )
+    return version_of(history[-1].commit, cwd)
+
+
+def next_version(existing: list[Version], bump: Literal["major", "minor", "patch"]) -> str:
+    if not existing:
+        return "v1.0.0"
+    major, minor, patch = existing[-1].key
+    if bump == "major":
+        return f"v{major + 1}.0.0"
+    if bump == "minor":
+        return f"v{major}.{minor + 1}.0"
+    return f"v{major}.{minor}.{patch + 1}"
+
+
+def register(
+    rev: str, version: str | None, bump: Literal["major", "minor", "patch"], cwd: Path | None = None
+) -> Version:
+    """The version registered on ``rev``'s commit, registering it (a new tag) when it has none."""
+    commit = git("rev-parse", f"{rev}^{{commit}}", cwd=cwd)
+    package = package_at(commit, cwd)
+    existing = versions(cwd)
+    on_commit = [v for v in existing if v.commit == commit]
+    if on_commit and version in (None, on_commit[-1].version):
+        return on_commit[-1]
+    if version is not None:
+        if not SEMVER.match(version):
+            raise RegistryError(f"version {version!r} is not semantic (vMAJOR.MINOR.PATCH, e.g. v1.2.0)")
+        if any(v.version == version for v in existing):
+            raise RegistryError(
+                f"{ARTIFACT}@{version} already exists; pick another version or omit --version"
+            )
+    name = version or next_version(existing, bump)
+    git(
+        "tag",
+        "-a",
+        f"{ARTIFACT}@{name}",
+        commit,
+        "-m",
+        f"Registering artifact {ARTIFACT} version {name}",
+        cwd=cwd,
+    )
+    log.info("registry: registered %s@%s on %s (model %s)", ARTIFACT, name, commit[:12], package["model_tag"])
+    return Version(name, commit, package)
+
+
+def assign(stage: str, version: Version, cwd: Path | None = None) -> Assignment:
+    number = max((a.number for a in assignments(stage, cwd)), default=0) + 1
+    git(
+        "tag", "-a", f"{ARTIFACT}#{stage}#{number}", version.commit,
+        "-m", f"Assigning stage {stage} to artifact {ARTIFACT} version {version.version}",
+        cwd=cwd,
+    )  # fmt: skip
+    log.info(
+        "registry: %s is now %s@%s (model %s)", stage, ARTIFACT, version.version, version.package["model_tag"]
+    )
+    return Assignment(stage, number, version.commit)
+
+
+def promote(
+    rev: str = "HEAD",
+    *,
+    stage: str = "prod",
+    version: str | None = None,
+    bump: Literal["major", "minor", "patch"] = "minor",
+    cwd: Path | None = None,
+) -> Version:
+    """Register ``rev`` (if it is not yet a version) and assign it to ``stage``."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", stage):
+        raise RegistryError(f"stage {stage!r}: use lowercase letters, digits and '-' (e.g. prod, staging)")
+    registered = register(rev, version, bump, cwd)
+    assign(stage, registered, cwd)
+    return registered
+
+
+def rollback(stage: str = "prod", cwd: Path | None = None) -> Version:
+    """Assign ``stage`` again to the version it held before the current one."""
+    history = assignments(stage, cwd)
+    if not history:
+        raise RegistryError(f"no version is in stage {stage!r}; nothing to roll back")
+    now = history[-1].commit
+    previous = next((a.commit for a in reversed(history) if a.commit != now), None)
+    if previous is None:
+        raise RegistryError(f"stage {stage!r} has only ever held one version; nothing to roll back to")
+    target = version_of(previous, cwd)
+    assign(stage, target, cwd)
+    return target
+
+
+def table(cwd: Path | None = None) -> str:
+    """Every version: commit, champion, model tag, test ROC AUC, and the stages it is in now."""
+    held: dict[str, list[str]] = {}
+    for s in stages(cwd):
+        try:
+            held.setdefault(current(s, cwd).version, []).append(s)
+        except RegistryError:
+            continue
+    lines = [f"{'version':<10} {'commit':<12} {'champion':<14} {'stages':<12} model"]
+    for v in versions(cwd):
+        lines.append(
+            f"{v.version:<10} {v.commit[:12]:<12} {v.package.get('champion', '?')!s:<14} "
+            f"{','.join(held.get(v.version, [])) or '-':<12} {v.package['model_tag']}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- BentoML store ---
+def referenced_tags(cwd: Path | None = None) -> set[str]:
+    """Model and Bento tags named by the workspace's package.json and by every registered version."""
+    refs: set[str] = set()
+    packages = [v.package for v in versions(cwd)]
+    workspace = (cwd or Path(".")) / PACKAGE_FILE
+    if workspace.is_file():
+        packages.append(json.loads(workspace.read_text()))
+    for package in packages:
+        refs |= {str(package["model_tag"]), str(package["bento_tag"])}
+    return refs
+
+
+def prune(*, dry_run: bool, cwd: Path | None = None) -> list[str]:
+    """Delete ``ontime-delay`` models and Bentos that neither the workspace nor a version names."""
+    import bentoml
+
+    keep = referenced_tags(cwd)
+    model_name = ARTIFACT
+    bento_names = {t.split(":")[0] for t in keep if not t.startswith(f"{model_name}:")} or {
+        f"{model_name}-service"
+    }
+    doomed = [
+        str(b.tag) for b in bentoml.bentos.list() if b.tag.name in bento_names and str(b.tag) not in keep
+    ]
+    doomed += [str(m.tag) for m in bentoml.models.list(model_name) if str(m.tag) not in keep]
+    for tag in doomed:
+        if dry_run:
+            log.info("registry prune: would delete %s", tag)
+            continue
+        (bentoml.bentos.delete if not tag.startswith(f"{model_name}:") else bentoml.models.delete)(tag)
+        log.info("registry prune: deleted %s", tag)
+    return doomed
+
+
+def serve_command(stage: str, host: str, port: int) -> list[str]:
+    """``bentoml serve`` of the Bento that ``stage``'s version names; it must be in the store."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    version = current(stage)
+    bento = str(version.package["bento_tag"])
+    try:
+        bentoml.bentos.get(bento)
+    except NotFound:
+        raise RegistryError(
+            f"{ARTIFACT}@{version.version} ({stage}) is Bento {bento}, which is not in the BentoML store "
+            f"($BENTOML_HOME); re-create it (tags are content hashes, so it comes back identical): "
+            f"`git checkout {ARTIFACT}@{version.version} && dvc pull && dvc repro --force --single-item "
+            "package`, then come back to your branch"
+        ) from None
+    log.info("registry: serving %s@%s (%s): %s", ARTIFACT, version.version, stage, bento)
+    return [str(Path(sys.executable).parent / "bentoml"), "serve", bento, "--host", host, "--port", str(port)]
+
+
+def main(action: str, **kw: Any) -> int:
+    if action == "list":
+        print(table())
+    elif action == "promote":
+        v = promote(kw["rev"], stage=kw["stage"], version=kw["version"], bump=kw["bump"])
+        tags = f"{v.package['model_tag']} (Bento {v.package['bento_tag']})"
+        print(f"{ARTIFACT}@{v.version} -> {kw['stage']}: {tags}")
+        print("share it: git push --tags (and dvc push)")
+    elif action == "rollback":
+        v = rollback(kw["stage"])
+        print(f"{kw['stage']} rolled back to {ARTIFACT}@{v.version}: {v.package['model_tag']}")
+    elif action == "which":
+        v = current(kw["stage"])
+        print(v.package["bento_tag"] if kw["bento"] else v.package["model_tag"])
+    elif action == "serve":
+        cmd = serve_command(kw["stage"], kw["host"], kw["port"])
+        os.execv(cmd[0], cmd)
+    elif action == "prune":
+        doomed = prune(dry_run=kw["dry_run"])
+        print("\n".join(doomed) if doomed else "nothing to prune")
+    return 0
