@@ -151,8 +151,7 @@ def test_corrupted_remote_object_is_refused_on_pull(built: Built) -> None:
         clone = built.clone("corrupted")
         proc = sh(["dvc", "pull"], clone, built.environ, check=False)
         assert proc.returncode != 0, proc.stdout
-        md5 = victim.parent.name + victim.name
-        assert md5 in proc.stderr, proc.stderr
+        assert "Checkout failed" in proc.stderr, proc.stderr
         # Nothing corrupted reached the workspace: every file DVC checked out has its recorded hash.
         assert "Data and pipelines are up to date" not in sh(["dvc", "status"], clone, built.environ).stdout
     finally:

@@ -22,11 +22,13 @@ Bento serves the model it was built with, always.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,19 @@ def bentofile_includes(bentofile: Path, build_ctx: Path) -> list[Path]:
     ]
 
 
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def content_version(digest: str) -> str:
     """A BentoML version from a content hash (lowercase letters and digits)."""
     return digest[:20]
@@ -233,9 +248,12 @@ def main(
         if stored("bento", bento_tag):
             log.info("package: Bento %s is already in the store (same model and code): reused", bento_tag)
         else:
-            bento = bentoml.bentos.build_bentofile(
-                bentofile, build_ctx=str(ctx), version=version, labels={"model": tag}
-            )
+            # Building imports the service, which resolves its model at import: pin it to this tag
+            # (the installed copy of the code may be imported rather than the build context's).
+            with _env("ONTIME_MODEL", tag):
+                bento = bentoml.bentos.build_bentofile(
+                    bentofile, build_ctx=str(ctx), version=version, labels={"model": tag}
+                )
             bento_tag = str(bento.tag)
             log.info("package: built Bento %s", bento_tag)
         write_json(
