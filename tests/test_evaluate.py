@@ -1,11 +1,11 @@
-"""Thresholds come from validation rows only; metrics match scikit-learn."""
+"""Thresholds come from validation rows only; metrics match hand-computed values."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 import pytest
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import f1_score
 
 from ontime.config import EvaluateConfig
 from ontime.evaluation.evaluate import evaluate
@@ -47,14 +47,69 @@ def test_cost_threshold_moves_with_the_costs() -> None:
     assert costly_misses == pytest.approx(brute_force_threshold(y, p, cost=(1.0, 5.0)))
 
 
-def test_metrics_agree_with_sklearn() -> None:
-    rng = np.random.default_rng(4)
-    y = rng.integers(0, 2, 300)
-    p = rng.random(300)
-    m = classification_metrics(y, p, 0.5)
-    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-6)
-    assert m["f1"] == pytest.approx(f1_score(y, p >= 0.5), abs=1e-6)
-    assert set(m) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier"}
+# A hand-made example: 4 positives, 6 negatives, one positive/negative tie at 0.3.
+Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+P = np.array([0.9, 0.7, 0.55, 0.3, 0.8, 0.6, 0.4, 0.3, 0.2, 0.1])
+
+
+def test_thresholded_metrics_from_hand_counted_confusion_matrix() -> None:
+    m = classification_metrics(Y, P, 0.5)
+    # predicted positive (p >= 0.5): rows 0, 1, 2 (positives) and 4, 5 (negatives)
+    tp, fp, fn, tn = 3, 2, 1, 4
+    assert m["accuracy"] == pytest.approx((tp + tn) / 10)  # 0.7
+    assert m["precision"] == pytest.approx(tp / (tp + fp))  # 0.6
+    assert m["recall"] == pytest.approx(tp / (tp + fn))  # 0.75
+    assert m["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-6)  # 2/3
+    assert m["positive_rate"] == pytest.approx(0.4)
+    assert m["predicted_positive_rate"] == pytest.approx(0.5)
+    assert m["rows"] == 10
+    # the cut is inclusive: at 0.55 row 2 is still predicted positive, above it is not
+    assert classification_metrics(Y, P, 0.55)["recall"] == pytest.approx(0.75)
+    assert classification_metrics(Y, P, 0.56)["recall"] == pytest.approx(0.5)
+
+
+def test_roc_auc_is_the_share_of_pairs_ordered_right() -> None:
+    m = classification_metrics(Y, P, 0.5)
+    # per positive, the negatives scored below it (a tie counts half): 0.9 -> 6, 0.7 -> 5,
+    # 0.55 -> 4, 0.3 -> 2 + 0.5; out of 4 * 6 pairs
+    assert m["roc_auc"] == pytest.approx((6 + 5 + 4 + 2.5) / 24, abs=1e-6)
+    pos, neg = P[Y == 1], P[Y == 0]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert m["roc_auc"] == pytest.approx(pairs / (len(pos) * len(neg)), abs=1e-6)
+    # a ranking with every positive on top scores 1 whatever the scores' scale
+    assert classification_metrics(Y, np.where(Y == 1, 0.02, 0.01), 0.5)["roc_auc"] == 1.0
+
+
+def test_pr_auc_is_average_precision_over_the_ranking() -> None:
+    m = classification_metrics(Y, P, 0.5)
+    # descending cuts where recall grows: 0.9 (precision 1/1), 0.7 (2/3), 0.55 (3/5), and the
+    # tied group at 0.3 (4/8); each adds 1/4 of recall
+    assert m["pr_auc"] == pytest.approx((1 + 2 / 3 + 3 / 5 + 4 / 8) / 4, abs=1e-6)
+
+
+def test_probabilistic_metrics_from_their_formulas() -> None:
+    m = classification_metrics(Y, P, 0.5)
+    assert m["brier"] == pytest.approx(np.mean((P - Y) ** 2), abs=1e-6)
+    log_loss = -np.mean(Y * np.log(P) + (1 - Y) * np.log(1 - P))
+    assert m["log_loss"] == pytest.approx(log_loss, abs=1e-6)
+    # written out: positives (1 - p)^2 = .01 + .09 + .2025 + .49, negatives p^2 = .64 + .36 + .16 +
+    # .09 + .04 + .01; 2.0925 over 10 rows
+    assert m["brier"] == pytest.approx(0.20925, abs=1e-6)
+    # certain and right costs nothing; certain and wrong is clipped, not infinite
+    sure = classification_metrics(np.array([0, 1]), np.array([0.0, 1.0]), 0.5)
+    assert sure["log_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert sure["brier"] == 0.0
+    wrong = classification_metrics(np.array([0, 1]), np.array([1.0, 0.0]), 0.5)
+    assert wrong["log_loss"] == pytest.approx(-np.log(1e-15), rel=1e-3)
+    assert wrong["brier"] == 1.0
+
+
+def test_one_class_has_no_ranking_metrics_and_no_division_by_zero() -> None:
+    m = classification_metrics(np.zeros(4, dtype=int), np.array([0.1, 0.2, 0.3, 0.4]), 0.9)
+    assert np.isnan(m["roc_auc"])
+    assert np.isnan(m["pr_auc"])
+    assert (m["precision"], m["recall"], m["f1"]) == (0.0, 0.0, 0.0)  # no positives at all
+    assert m["accuracy"] == 1.0
 
 
 class ScoreColumn:

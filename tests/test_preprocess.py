@@ -209,7 +209,7 @@ def test_unfitted_transform_raises() -> None:
     pre = make_preprocessor()
     with pytest.raises(NotFittedError, match="call fit"):
         pre.transform(make_frame(n=10))
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match="call fit"):
         _ = pre.cardinalities
 
 

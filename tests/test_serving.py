@@ -10,7 +10,7 @@ import math
 import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,15 @@ from ontime.errors import DataError
 from ontime.serving.local import serve_bento
 from ontime.serving.online import OPTIONAL_DERIVED, Scorer
 from ontime.serving.requestlog import KEYS
+from ontime.serving.requestlog import read as read_log
 from tests.conftest import copy_repo, env
 
 pytestmark = pytest.mark.slow
 
 TINY = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
+# The champion is chosen among the candidates that hold the PyTorch model (alone or in an ensemble),
+# so that a flight the model cannot score exists for certain: see `unscorable`.
+TORCH_CANDIDATES = "select.candidates=[base,finetuned,ens_weighted,ens_stacking]"
 N_FLIGHTS = 40
 
 
@@ -64,16 +68,16 @@ class Server:
     url: str
     log: Path
     client: httpx.Client
-    logged_flights: int = 0
-    ids: list[str] = field(default_factory=list)
 
     def predict(self, flights: list[dict[str, Any]]) -> dict[str, Any]:
         r = self.client.post("/predict", json={"flights": flights})
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
-        self.logged_flights += len(flights)
-        self.ids.append(body["request_id"])
         return body
+
+    def logged(self) -> list[dict[str, Any]]:
+        """The request log's entries so far (none before the first scored flight)."""
+        return read_log(self.log)
 
 
 # ------------------------------------------------------------------------------------ fixtures ---
@@ -83,7 +87,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
     root = tmp_path_factory.mktemp("serving")
     repo = copy_repo(root / "repo")
     environ = {**env(), "BENTOML_HOME": str(root / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
-    sh(["ontime", "params", "experiment=smoke", *TINY], repo, environ)
+    sh(["ontime", "params", "experiment=smoke", *TINY, TORCH_CANDIDATES], repo, environ)
     sh(["git", "commit", "-qam", "smoke params"], repo, environ)
     out = sh(["dvc", "repro", "package"], repo, environ)
     assert "Running stage 'package'" in out.stdout, out.stdout
@@ -152,6 +156,18 @@ def flights(packaged: Packaged, scorer: Scorer) -> tuple[pl.DataFrame, pl.DataFr
 def request_rows(scorer: Scorer, raw: pl.DataFrame) -> list[dict[str, Any]]:
     names = [f.name for f in scorer.fields]
     return [jsonable(r) for r in raw.select(names).to_dicts()]
+
+
+@pytest.fixture(scope="module")
+def unscorable(scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]) -> dict[str, Any]:
+    """A flight that passes the schema (pressure has no range) but that the model cannot score:
+    -1e308 hPa, z-scored, is far outside float32, so it reaches the model as -inf; the periodic
+    embedding takes cos(-inf) = NaN, and NaN spreads through the network and through any ensemble
+    holding it (the champion is one of TORCH_CANDIDATES), so the probability is NaN for certain."""
+    flight = {**request_rows(scorer, flights[0])[0], "pressure": -1e308}
+    p = scorer.predict(scorer.validate([flight]))[0]["delay_probability"]
+    assert math.isnan(p), f"the champion scored pressure=-1e308 as {p}; it must be unscorable"
+    return flight
 
 
 # ------------------------------------------------------------------------------ in-process parts ---
@@ -226,7 +242,6 @@ def test_single_and_batch(server: Server, scorer: Scorer, flights: tuple[pl.Data
         assert p["model_version"] == scorer.version
     one = server.client.post("/predict_one", json={"flight": rows[0]})
     assert one.status_code == 200, one.text
-    server.logged_flights += 1
     assert one.json()["delay_probability"] == pytest.approx(
         batch["predictions"][0]["delay_probability"], abs=1e-6
     )
@@ -299,7 +314,7 @@ def test_request_log_holds_online_features(
 ) -> None:
     raw, offline = flights
     body = server.predict(request_rows(scorer, raw))
-    entries = [e for e in _log(server) if e["request_id"] == body["request_id"]]
+    entries = [e for e in server.logged() if e["request_id"] == body["request_id"]]
     assert len(entries) == raw.height
     for entry, want, pred in zip(entries, offline.to_dicts(), body["predictions"], strict=True):
         assert tuple(entry) == KEYS
@@ -314,10 +329,6 @@ def test_request_log_holds_online_features(
                 assert got == pytest.approx(value, rel=1e-12), name
             else:
                 assert got == value, name
-
-
-def _log(server: Server) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in server.log.read_text().splitlines()]
 
 
 def bad_requests(good: dict[str, Any], max_batch: int) -> list[tuple[str, str | bytes, int, str]]:
@@ -348,14 +359,15 @@ def bad_requests(good: dict[str, Any], max_batch: int) -> list[tuple[str, str | 
 
 
 def test_bad_requests_get_4xx_and_the_server_stays_healthy(
-    server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]
+    server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame], unscorable: dict[str, Any]
 ) -> None:
     good = request_rows(scorer, flights[0])[0]
-    before = len(_log(server))
+    before = len(server.logged())
     cases = bad_requests(good, scorer.serve.max_batch_size)
-    huge = {**good, "pressure": -1e308}  # finite JSON, but a torch model overflows on it
-    if math.isnan(scorer.predict(scorer.validate([huge]))[0]["delay_probability"]):
-        cases.append(("unscorable", json.dumps({"flights": [huge]}), 422, "wx_pressure"))
+    cases.append(("unscorable", json.dumps({"flights": [unscorable]}), 422, "wx_pressure"))
+    # one unscorable flight fails its whole request, and the answer points at it
+    both = json.dumps({"flights": [good, unscorable]})
+    cases.append(("unscorable second", both, 422, '"loc":["flights",1]'))
     for what, body, status, text in cases:
         r = server.client.post("/predict", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == status, (what, r.status_code, r.text[:500])
@@ -368,7 +380,7 @@ def test_bad_requests_get_4xx_and_the_server_stays_healthy(
     r = server.client.post("/predict_one", json={"flights": [good]})
     assert r.status_code == 400
     assert '"flight"' in r.text
-    assert len(_log(server)) == before  # nothing rejected was logged
+    assert len(server.logged()) == before  # nothing rejected was logged
     assert server.client.get("/readyz").status_code == 200
     assert server.predict([good])["predictions"][0]["model_version"] == scorer.version
 
@@ -380,14 +392,26 @@ def test_bentoml_client(server: Server, scorer: Scorer, flights: tuple[pl.DataFr
     with bentoml.SyncHTTPClient(server.url) as client:
         out = client.predict(flights=rows)
         one = client.predict_one(flight=rows[0])
-    server.logged_flights += 3
     assert [p["model_version"] for p in out["predictions"]] == [scorer.version] * 2
     assert one["delay_probability"] == pytest.approx(out["predictions"][0]["delay_probability"], abs=1e-6)
 
 
-def test_log_counts_every_scored_flight_once(server: Server) -> None:
-    # runs last: every flight answered 200 above is in the log, nothing else
-    entries = _log(server)
-    assert len(entries) == server.logged_flights
-    assert {e["request_id"] for e in entries} >= set(server.ids)
-    assert all(math.isfinite(e["probability"]) and e["decision"] in (0, 1) for e in entries)
+def test_log_counts_every_scored_flight_once(
+    server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame], unscorable: dict[str, Any]
+) -> None:
+    # Whatever ran before: the entries this test's requests add are one per flight answered 200,
+    # in order, under their request's id, and none for a rejected request.
+    rows = request_rows(scorer, flights[0])
+    before = len(server.logged())
+    batch = server.predict(rows[:3])
+    bad = server.client.post("/predict", json={"flights": [{**rows[0], "distance": -5}]})
+    assert bad.status_code == 400, bad.text
+    failed = server.client.post("/predict", json={"flights": [rows[0], unscorable]})
+    assert failed.status_code == 422, failed.text
+    one = server.client.post("/predict_one", json={"flight": rows[3]})
+    assert one.status_code == 200, one.text
+    added = server.logged()[before:]
+    assert [e["request_id"] for e in added] == [batch["request_id"]] * 3 + [one.json()["request_id"]]
+    answered = [p["delay_probability"] for p in batch["predictions"]] + [one.json()["delay_probability"]]
+    assert [e["probability"] for e in added] == answered
+    assert [e["decision"] for e in added] == [int(p >= scorer.threshold) for p in answered]
