@@ -253,3 +253,37 @@ def test_cli_help_explains_each_stage() -> None:
     sub = subprocess.run([str(BIN / "ontime"), "clean", "--help"], capture_output=True, text=True, env=env())
     assert "de-duplicate" in sub.stdout
     assert "--metrics" in sub.stdout
+
+
+def test_atomic_outputs_remove_what_a_killed_stage_left(tmp_path: Path) -> None:
+    final, other = tmp_path / "clean", tmp_path / "clean.json"
+    stale_dir = tmp_path / ".clean.k3j_x9ab.tmp"  # a folder output, named as tempfile.mkstemp did
+    stale_dir.mkdir()
+    (stale_dir / "half.parquet").write_bytes(b"partial")
+    stale_file = tmp_path / ".clean.0f3a9c1e.tmp"
+    stale_file.write_text("partial")
+    kept = [
+        tmp_path / ".clean.json.0f3a9c1e.tmp",  # another output's: left to that output's stage
+        tmp_path / ".clean.notes.tmp",  # not a name atomic_outputs makes
+        tmp_path / "clean.0f3a9c1e.tmp",
+    ]
+    for path in kept:
+        path.write_text("keep")
+    with atomic_outputs(final) as (tmp_dir,):
+        assert not stale_dir.exists()
+        assert not stale_file.exists()
+        assert tmp_dir.parent == tmp_path
+        assert tmp_dir.name.startswith(".clean.")
+        assert tmp_dir.name.endswith(".tmp")
+        tmp_dir.mkdir()
+        (tmp_dir / "x").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clean", *(p.name for p in kept)])
+    with atomic_outputs(other) as (tmp_m,):
+        tmp_m.write_text("{}")
+    assert not kept[0].exists()
+    # git ignores the temporary names: a killed stage does not show up in `git status`
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "data/.clean.0f3a9c1e.tmp", "metrics/.clean.json.ab12cd34.tmp"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert ignored.stdout.split() == ["data/.clean.0f3a9c1e.tmp", "metrics/.clean.json.ab12cd34.tmp"]

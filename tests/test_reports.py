@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from ontime.errors import DataError
 from ontime.io import read_json, write_json
 from ontime.reports import monitor, reports
 from ontime.spec import FeatureSpec, read_part
-from tests.conftest import SHRUNK, compose_params
+from tests.conftest import BIN, SHRUNK, compose_params, env
 
 REPORT = {
     "sample_rows": 3000,
@@ -148,8 +149,11 @@ def test_quality_tests_fire_on_a_tight_missing_share(data_run: Path, spec: Featu
     )
     assert max_missing == pytest.approx(worst)
     failed = reports.failed_tests(snapshot)
-    assert failed
-    assert all("missing values" in f for f in failed)
+    # exactly the columns over the limit fail, one test each, and nothing else does
+    over = sorted(c for c in table.columns if table.get_column(c).null_count() / table.height > worst / 2)
+    assert over, "the smoke flights should have columns with missing values"
+    named = sorted(f.split(":")[0] for f in failed)
+    assert named == sorted(f"Column '{c}' missing values" for c in over), failed
 
 
 def test_workspace_reopens_with_every_snapshot_and_the_dashboard(
@@ -159,7 +163,11 @@ def test_workspace_reopens_with_every_snapshot_and_the_dashboard(
     workspace = Workspace(str(report_run / "workspace"))
     (proj,) = workspace.list_projects()
     assert proj.name == REPORT["workspace_project"]
+    assert proj.id == reports.stable_uuid("project", proj.name)  # ids from names, not random
     runs = [workspace.get_run(proj.id, sid) for sid in workspace.list_runs(proj.id)]
+    assert sorted(str(s) for s in workspace.list_runs(proj.id)) == sorted(
+        str(reports.snapshot_id(proj.name, r.name)) for r in runs
+    )
     assert sorted(r.name for r in runs) == sorted(
         [*REPORT_NAMES, *(f"drift_{m}" for m in drift_months), *(f"classification_{m}" for m in test_months)]
     )
@@ -210,13 +218,15 @@ def write_log(path: Path, features: pl.DataFrame, extra: tuple[str, ...] = ()) -
 
 @pytest.fixture
 def served(data_run: Path, spec: FeatureSpec, report_run: Path, tmp_path: Path) -> dict[str, Path]:
-    """Paths for one monitor run: params, reference, spec, a copy of the report's workspace."""
-    shutil.copytree(report_run / "workspace", tmp_path / "workspace")
+    """Paths for one monitor run: params, reference, spec, a copy of the report stage's workspace
+    (the pipeline's), the monitor's own workspace (not there yet)."""
+    shutil.copytree(report_run / "workspace", tmp_path / "pipeline")
     return {
         "params": write_report_params(tmp_path / "params.yaml"),
         "reference": data_run / "data/split/train.parquet",
         "spec": data_run / "data/features/spec.json",
-        "workspace": tmp_path / "workspace",
+        "pipeline": tmp_path / "pipeline",
+        "workspace": tmp_path / "monitoring",
         "html": tmp_path / "monitor.html",
     }
 
@@ -224,8 +234,14 @@ def served(data_run: Path, spec: FeatureSpec, report_run: Path, tmp_path: Path) 
 def run_monitor(served: dict[str, Path], log: Path) -> int:
     return monitor.main(
         str(served["params"]), str(log), str(served["reference"]), str(served["spec"]),
-        str(served["workspace"]), str(served["html"]),
+        str(served["workspace"]), str(served["html"]), str(served["pipeline"]),
     )  # fmt: skip
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
 
 
 def snapshot_ids(workspace: Path) -> dict[str, list[str]]:
@@ -236,7 +252,8 @@ def snapshot_ids(workspace: Path) -> dict[str, list[str]]:
 def test_monitor_flags_drifted_traffic_and_adds_to_the_workspace(
     spec: FeatureSpec, served: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = snapshot_ids(served["workspace"])
+    pipeline = snapshot_ids(served["pipeline"])
+    pipeline_files = tree(served["pipeline"])
     traffic = pl.read_parquet(served["reference"]).select(spec.columns).sample(300, seed=11)
     junk = ("not json", '{"ts": "2026-11-28T16:00:00+00:00"}', '{"features": [1, 2]}', '{"features": {"dist')
     assert run_monitor(served, write_log(tmp_path / "calm.jsonl", traffic, junk)) == 0
@@ -245,23 +262,73 @@ def test_monitor_flags_drifted_traffic_and_adds_to_the_workspace(
     assert calm["skipped_lines"] == len(junk)
     assert calm["drift_share"] <= MONITOR["drift_share_threshold"]
     assert served["html"].stat().st_size > 100_000
+    (project_id,) = pipeline
+    assert calm["pipeline_snapshots"] == len(pipeline[project_id])
+    # the monitor's workspace: the pipeline's project, dashboard and snapshots, and the served one
+    first = snapshot_ids(served["workspace"])
+    assert list(first) == [project_id]
+    assert set(pipeline[project_id]) < set(first[project_id])
+    assert len(first[project_id]) == len(pipeline[project_id]) + 1
+    ws = Workspace(str(served["workspace"]))
+    assert ws.get_dashboard(project_id) == Workspace(str(served["pipeline"])).get_dashboard(project_id)
 
     assert run_monitor(served, write_log(tmp_path / "shifted.jsonl", shift(traffic))) == 1
     assert json.loads(capsys.readouterr().out)["drift_share"] > MONITOR["drift_share_threshold"]
 
     after = snapshot_ids(served["workspace"])
-    (project_id,) = before
-    assert set(before[project_id]) < set(after[project_id])  # added to; nothing lost
-    assert len(after[project_id]) == len(before[project_id]) + 2
-    ws = Workspace(str(served["workspace"]))
-    new = [ws.get_run(project_id, s) for s in set(after[project_id]) - set(before[project_id])]
+    assert set(first[project_id]) < set(after[project_id])  # added to; nothing lost
+    assert len(after[project_id]) == len(pipeline[project_id]) + 2
+    new = [ws.get_run(project_id, s) for s in set(after[project_id]) - set(pipeline[project_id])]
     assert all(set(r.tags) == {"drift", "served"} for r in new)
     assert {r.timestamp for r in new} == {dt.datetime(2026, 11, 28, 15, 4, 59)}  # the last request
+    assert tree(served["pipeline"]) == pipeline_files  # the pipeline's output is never written to
 
-    # a re-run of the report stage keeps what the monitor added
-    fresh = Workspace(str(tmp_path / "fresh"))
-    proj = reports.project(fresh, REPORT["workspace_project"])
-    assert reports.carry_over(served["workspace"], fresh, proj) == 2
+    # the pipeline ran again without one report: its copy goes, the served snapshots stay
+    gone = pipeline[project_id][0]
+    (served["pipeline"] / project_id / "snapshots" / f"{gone}.json").unlink()
+    assert run_monitor(served, write_log(tmp_path / "calm.jsonl", traffic)) == 0
+    capsys.readouterr()
+    last = snapshot_ids(served["workspace"])[project_id]
+    assert gone not in last
+    assert set(after[project_id]) - {gone} < set(last)
+    assert len(last) == len(pipeline[project_id]) - 1 + 3
+
+
+def test_monitor_does_not_write_into_the_pipeline_workspace(
+    spec: FeatureSpec, served: dict[str, Path], tmp_path: Path
+) -> None:
+    traffic = pl.read_parquet(served["reference"]).select(spec.columns).head(100)
+    served["workspace"] = served["pipeline"]
+    before = tree(served["pipeline"])
+    with pytest.raises(DataError, match="is the report stage's workspace"):
+        run_monitor(served, write_log(tmp_path / "log.jsonl", traffic))
+    assert tree(served["pipeline"]) == before
+
+
+def test_report_outputs_are_byte_identical_across_processes(
+    data_run: Path, report_run: Path, tmp_path: Path
+) -> None:
+    """`ontime report` twice, with different hash seeds: the same bytes in every output (Evidently's
+    scores follow set order; its HTML and workspace ids are random unless made stable)."""
+    runs = []
+    for seed in ("1", "2"):
+        cmd = [
+            str(BIN / "ontime"), "report", "--params", str(report_run / "params.yaml"),
+            "--clean", str(data_run / "data/clean"), "--split", str(data_run / "data/split"),
+            "--spec", str(data_run / "data/features/spec.json"),
+            "--predictions", str(report_run / "predictions"), "--select", str(report_run / "select.json"),
+            "--out", f"{seed}/evidently", "--workspace", f"{seed}/workspace",
+            "--summary", f"{seed}/report.json",
+        ]  # fmt: skip
+        env_ = {**env(), "PYTHONHASHSEED": seed}
+        runs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env_, stderr=subprocess.PIPE, text=True))
+    for proc in runs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    one, two = tree(tmp_path / "1"), tree(tmp_path / "2")
+    assert len(one) > 10
+    assert one.keys() == two.keys()
+    assert [name for name in one if one[name] != two[name]] == []
 
 
 def test_monitor_refuses_bad_logs_with_clear_errors(

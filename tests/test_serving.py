@@ -299,7 +299,7 @@ def test_parity_with_ontime_predict(
     )
     assert diff < 1e-6, diff
     assert offline.get_column("model_version").unique().to_list() == [packaged.model_tag]
-    # the default model is the latest `ontime-delay` in the store
+    # the default model is the one models/package.json names (what the service serves from the repo)
     sh(
         ["ontime", "predict", "--input", "../flights.parquet", "--output", "../default.parquet"],
         packaged.repo,

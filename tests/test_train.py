@@ -179,23 +179,60 @@ def test_nan_loss_is_reported_with_a_fix(data_run: Path, tmp_path: Path) -> None
     assert not (tmp_path / "train.json").exists()
 
 
-def test_cli_reports_training_errors_without_traceback(data_run: Path, tmp_path: Path) -> None:
-    params = write_params(tmp_path / "params.yaml", [*TINY, "train.device=cuda"])
-    import torch
+NO_CUDA = "train.device is cuda, but no CUDA device is visible; use auto or cpu"
 
-    cuda = torch.cuda.is_available()
+
+def test_cli_reports_training_errors_without_traceback(data_run: Path, tmp_path: Path) -> None:
+    # No CUDA device is visible to this run on any machine (CUDA_VISIBLE_DEVICES is empty), so
+    # asking for one is the same clear error everywhere: its fix, exit code 2, no traceback.
+    params = write_params(tmp_path / "params.yaml", [*TINY, "train.device=cuda"])
     proc = subprocess.run(
         [str(BIN / "ontime"), *train_args(data_run, tmp_path, params)],
-        env=env(),
+        env={**env(), "CUDA_VISIBLE_DEVICES": ""},
         capture_output=True,
         text=True,
     )
-    if cuda:
-        assert proc.returncode == 0, proc.stderr
-    else:
-        assert proc.returncode == 2
-        assert "no CUDA device is visible; use auto or cpu" in proc.stderr
-        assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert NO_CUDA in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "model").exists()
+    assert not (tmp_path / "train.json").exists()
+
+
+@pytest.mark.parametrize("cuda", ["hidden", "as_the_machine_has"])
+def test_train_device_resolves_to_what_is_visible(cuda: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same assertions on every machine: "hidden" checks a machine without CUDA everywhere,
+    # "as_the_machine_has" checks this machine's real answer (cuda on a GPU machine, cpu elsewhere).
+    import os
+
+    import torch
+
+    from ontime.training.loop import setup_runtime
+
+    if cuda == "hidden":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    visible = torch.cuda.is_available()
+    expected = {
+        "cpu": "cpu",
+        "auto": "cuda" if visible else "cpu",
+        "cuda": "cuda" if visible else f"TrainingError: {NO_CUDA}",
+    }
+
+    def resolve(device: str) -> str:
+        try:
+            return setup_runtime(device, threads).device.type
+        except TrainingError as exc:
+            return f"TrainingError: {exc}"
+
+    try:
+        assert {device: resolve(device) for device in expected} == expected
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def test_bagging_over_seeds_averages_members(data_run: Path, tmp_path: Path) -> None:

@@ -106,7 +106,15 @@ def _report(a: argparse.Namespace) -> None:
 def _monitor(a: argparse.Namespace) -> int:
     from ontime.reports import monitor
 
-    return monitor.main(a.params, a.log, a.reference, a.spec, a.workspace, a.out)
+    return monitor.main(
+        a.params, a.log, a.reference, a.spec, a.workspace, a.out, a.pipeline_workspace or None
+    )
+
+
+def _registry(a: argparse.Namespace) -> int:
+    from ontime import registry
+
+    return registry.main(a.action, **{k: v for k, v in vars(a).items() if k not in ("run", "action")})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="a bundle folder or a BentoML model tag (default: the latest ontime-delay in the store)",
+        help="a bundle folder or a pinned BentoML model tag (default: the model the service serves from "
+        "this repository: ONTIME_MODEL, else models/package.json; never `latest`)",
     )
     p.set_defaults(run=_predict)
 
@@ -305,15 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="folder with test.parquet from evaluate")
     p.add_argument("--select", required=True, help="metrics/select.json (champion and threshold)")
     p.add_argument("--out", required=True, help="output folder for the HTML and JSON reports")
-    p.add_argument("--workspace", required=True, help="Evidently workspace folder (kept and extended)")
+    p.add_argument(
+        "--workspace", required=True, help="Evidently workspace folder (written afresh on every run)"
+    )
     p.add_argument("--summary", required=True, help="JSON summary (drift share, failed tests)")
 
     p = stage(
         "monitor",
         _monitor,
         "Drift of served traffic (the service's request log) against the training reference "
-        "(params `monitor`): writes an HTML report, adds a snapshot to the workspace, prints a JSON "
-        "summary. Exit 0: no drift; 1: drift share above monitor.drift_share_threshold; 2: error.",
+        "(params `monitor`): writes an HTML report, adds a snapshot to its own Evidently workspace "
+        "(refreshing there the copies of the report stage's snapshots, so `evidently ui --workspace "
+        "reports/monitoring` shows both), prints a JSON summary. Exit 0: no drift; 1: drift share "
+        "above monitor.drift_share_threshold; 2: error.",
     )
     p.add_argument("--log", default="logs/requests.jsonl", help="request log (default: %(default)s)")
     p.add_argument(
@@ -323,13 +336,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--spec", default="models/champion/feature_spec.json", help="feature spec (default: %(default)s)"
     )
     p.add_argument(
-        "--workspace", default="reports/workspace", help="Evidently workspace (default: %(default)s)"
+        "--workspace",
+        default="reports/monitoring",
+        help="the monitor's Evidently workspace, created when missing, then added to; not a pipeline "
+        "output (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pipeline-workspace",
+        default="reports/workspace",
+        help="the report stage's workspace, whose snapshots are copied in on every run; '' for none "
+        "(default: %(default)s)",
     )
     p.add_argument("--out", default="reports/monitor.html", help="HTML report (default: %(default)s)")
+
+    p = sub.add_parser(
+        "registry",
+        help="Model registry: list versions, promote, roll back, serve by stage, prune the BentoML store.",
+        description="The champion is the DVC artifact `ontime-delay`; versions (`ontime-delay@v1.2.0`) "
+        "and stage assignments (`ontime-delay#prod#3`) are git tags in GTO's format. Each version's "
+        "commit names, in models/package.json, the pinned model and Bento it serves.",
+    )
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acts.add_parser("list", help="every version: commit, champion, stages, model tag")
+    a = acts.add_parser("promote", help="register a commit as a version (if new) and assign it to a stage")
+    a.add_argument("--rev", default="HEAD", help="the commit to promote (default: %(default)s)")
+    a.add_argument("--stage", default="prod", help="stage to assign (default: %(default)s)")
+    a.add_argument("--version", default=None, help="version to register, e.g. v1.2.0 (default: bump)")
+    a.add_argument("--bump", choices=["major", "minor", "patch"], default="minor", help="(default: minor)")
+    a = acts.add_parser("rollback", help="assign a stage again to the version it held before")
+    a.add_argument("--stage", default="prod", help="(default: %(default)s)")
+    a = acts.add_parser("which", help="print the model tag (or --bento: the Bento tag) a stage serves")
+    a.add_argument("--stage", default="prod", help="(default: %(default)s)")
+    a.add_argument("--bento", action="store_true", help="print the Bento tag instead of the model tag")
+    a = acts.add_parser("serve", help="`bentoml serve` the Bento of a stage's version, by its pinned tag")
+    a.add_argument("--stage", default="prod", help="(default: %(default)s)")
+    a.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    a.add_argument("--port", type=int, default=3000, help="(default: %(default)s)")
+    a = acts.add_parser("prune", help="delete ontime-delay models/Bentos no version or workspace names")
+    a.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    p.set_defaults(run=_registry)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and os.environ.get("PYTHONHASHSEED") != "0":
+        # String hashing is salted per process, so the iteration order of sets of strings differs
+        # between runs; Evidently sums per-category values in such an order, which changes the last
+        # digits of its drift scores. A fixed seed makes every stage's output independent of the
+        # process. Only Python's start-up reads PYTHONHASHSEED: run again with it, in this process
+        # (same pid, for dvc and torchrun). A call with an explicit argv (tests, in-process) does not.
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        os.execve(sys.executable, [sys.executable, "-m", "ontime", *sys.argv[1:]], env)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -4,13 +4,21 @@ Reads the request log the service writes (JSON Lines, one scored flight a line: 
 ``request_id``, ``model_version``, ``features`` (the model's feature columns after online
 featurization), ``probability``, ``decision``), compares its features with the training part
 (``data/split/train.parquet``) in an Evidently drift report, writes the report as HTML, adds the
-snapshot to the Evidently workspace (the report stage's project, tagged ``served`` and stamped with
-the last request's time) and returns the exit code: 0 when the share of drifted features is at most
-``monitor.drift_share_threshold``, 1 above it.
+snapshot to the monitor's Evidently workspace (the report stage's project, tagged ``served`` and
+stamped with the last request's time) and returns the exit code: 0 when the share of drifted features
+is at most ``monitor.drift_share_threshold``, 1 above it.
+
+The monitor's workspace (default ``reports/monitoring``, git-ignored, no pipeline output) is its own:
+the report stage's workspace (``reports/workspace``) is a DVC output, rewritten by every run of that
+stage and byte-identical across runs, so nothing else may write into it. Each run copies the report
+stage's current snapshots and dashboard into the monitor's workspace (replacing the copies of an
+earlier pipeline run), so ``evidently ui --workspace reports/monitoring`` shows the pipeline's and
+the served traffic's snapshots together.
 
 Lines that are not JSON objects with a ``features`` object carrying every feature (a line cut by a
 crash, a stray write) are skipped and counted; everything else wrong stops with a clear error before
-anything is written. A workspace is only ever added to, never recreated.
+anything is written. The monitor's workspace is only ever added to, never recreated; of its
+snapshots, only the copies of the report stage's are ever replaced or removed.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from evidently.ui.workspace import Project, Workspace
 from pydantic import Field
 
 from ontime.config import StrictModel, load_params, section
@@ -38,6 +48,8 @@ from ontime.reports.reports import (
     drift,
     open_workspace,
     project,
+    save_html,
+    snapshot_id,
 )
 from ontime.spec import FeatureSpec
 
@@ -198,6 +210,44 @@ def monitor(
     return result, summary
 
 
+def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Project) -> int:
+    """Copy the report stage's snapshots and dashboard from its workspace at ``source_dir`` (only
+    read: it is a DVC output) into ``proj``; returns how many snapshots were copied.
+
+    The stage's snapshots keep their ids (``snapshot_id``, from their names: version 5 UUIDs), so a
+    copy replaces the copy of the same report from an earlier pipeline run; copies of reports the
+    stage no longer writes (version 5 ids not in ``source_dir``) are deleted. The monitor's own
+    snapshots (time-based ids from Evidently) are kept; so are snapshots tagged ``served`` in
+    ``source_dir`` (a workspace from before the monitor had its own), copied under their ids.
+    """
+    if not source_dir.exists():
+        log.warning(
+            "monitor: %s not found (dvc pull, or dvc repro report): the workspace gets no pipeline "
+            "snapshots this time",
+            source_dir,
+        )
+        return 0
+    source = open_workspace(source_dir)
+    found = sorted(source.search_project(proj.name), key=lambda p: str(p.id))
+    if not found:
+        log.warning("monitor: %s has no project %r: no pipeline snapshots copied", source_dir, proj.name)
+        return 0
+    origin = found[0]
+    workspace.save_dashboard(proj.id, source.get_dashboard(origin.id))
+    copied: set[str] = set()
+    for sid in sorted(source.list_runs(origin.id), key=str):
+        model = source.get_run(origin.id, sid)
+        if model is None:
+            continue
+        target = sid if SERVED in model.tags else snapshot_id(proj.name, model.name or str(sid))
+        workspace.state.write_snapshot(proj.id, target, model)
+        copied.add(str(target))
+    for sid in workspace.list_runs(proj.id):
+        if uuid.UUID(str(sid)).version == 5 and str(sid) not in copied:
+            workspace.delete_run(proj.id, sid)
+    return len(copied)
+
+
 def main(
     params_path: str,
     log_path: str,
@@ -205,14 +255,27 @@ def main(
     spec_path: str,
     workspace_dir: str,
     out_html: str,
+    pipeline_workspace_dir: str | None = None,
 ) -> int:
-    """Run the monitor; 0: no drift, 1: drift above ``monitor.drift_share_threshold``."""
+    """Run the monitor; 0: no drift, 1: drift above ``monitor.drift_share_threshold``.
+
+    ``pipeline_workspace_dir``: the report stage's workspace, whose snapshots are copied into
+    ``workspace_dir`` (``refresh_pipeline_snapshots``); None: copy nothing.
+    """
     params = load_params(params_path)
     cfg = section(params, "monitor", MonitorConfig, source=params_path)
     # the project, per-column threshold and summary length of the report stage
     report = section(params, "report", ReportConfig, source=params_path)
     spec = FeatureSpec.load(spec_path)
     check_workspace(workspace_dir)
+    if pipeline_workspace_dir is not None:
+        if Path(pipeline_workspace_dir).resolve() == Path(workspace_dir).resolve():
+            raise DataError(
+                f"{workspace_dir}: is the report stage's workspace (a pipeline output, rewritten by "
+                "every run); the monitor writes its own: pass another --workspace (default "
+                "reports/monitoring)"
+            )
+        check_workspace(pipeline_workspace_dir)
     if not Path(reference_path).is_file():
         raise DataError(f"{reference_path}: training reference not found; run dvc repro split")
     reference = pl.read_parquet(reference_path)
@@ -222,11 +285,21 @@ def main(
         requests, reference, spec, cfg, report, seed=read_seed(params), log_name=log_path
     )
     with atomic_outputs(out_html) as (tmp_html,):
-        result.snapshot.save_html(str(tmp_html))  # Evidently ignores a Path here
+        save_html(result.snapshot, tmp_html)
         workspace = open_workspace(workspace_dir)
         proj = project(workspace, report.workspace_project)
+        copied = (
+            0
+            if pipeline_workspace_dir is None
+            else refresh_pipeline_snapshots(Path(pipeline_workspace_dir), workspace, proj)
+        )
         ref = workspace.add_run(proj.id, result.snapshot)
-    summary |= {"html": str(out_html), "workspace": str(workspace_dir), "snapshot": str(ref.id)}
+    summary |= {
+        "html": str(out_html),
+        "workspace": str(workspace_dir),
+        "snapshot": str(ref.id),
+        "pipeline_snapshots": copied,
+    }
     print(json.dumps(summary, indent=2))
     level = logging.WARNING if summary["drift"] else logging.INFO
     log.log(

@@ -22,17 +22,26 @@ column follows the size of the smaller sample (see ``drift_methods``).
 The summary (``metrics/report.json``) is what ``dvc exp show`` displays. The workspace is a local
 Evidently workspace with one project (``report.workspace_project``) whose snapshots are stamped with
 the start of the period they describe, so the monthly ones form a time series, and a dashboard built
-here; ``evidently ui --workspace <workspace_dir>`` opens it. Snapshots that ``ontime monitor`` added
-to the previous workspace are carried over, so re-running the stage never loses monitoring history.
+here; ``evidently ui --workspace <workspace_dir>`` opens it. The stage writes it afresh, as a pipeline
+output like any other; ``ontime monitor`` keeps its own workspace (``reports/monitoring``) that holds
+a copy of these snapshots next to the served-traffic ones.
+
+Byte-identical outputs: Evidently names widgets, dashboard panels, projects and snapshots with random
+(time-based) ids. Here the project's, the panels' and the snapshots' ids derive from their names, and
+the random ids inside a report (HTML and workspace snapshot) are replaced, in order of appearance, by
+ids derived from the report's name (``stable_ids``). Together with a fixed ``PYTHONHASHSEED`` (set by
+the ``ontime`` command) the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import re
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +51,12 @@ from typing import Any
 import polars as pl
 from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
+from evidently.core.serialization import SnapshotModel
+from evidently.legacy.utils import NumpyEncoder
 from evidently.metrics import DriftedColumnsCount, MissingValueCount
 from evidently.presets import ClassificationPreset, DataDriftPreset, DataSummaryPreset
 from evidently.presets.dataset_stats import ValueStatsTests
-from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
+from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric, ProjectModel
 from evidently.sdk.panels import counter_panel, line_plot_panel
 from evidently.tests import eq, gt, gte, lte
 from evidently.ui.workspace import Project, Workspace
@@ -80,6 +91,13 @@ TEST_GROUPS = (
     "classification_monthly",
 )
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# The random ids Evidently 0.7 generates: uuid7s (widgets, tabs, panels, projects, snapshots) and the
+# variable holding a standalone HTML report's data, ``metric_<uuid4 hex>``.
+_RANDOM_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    r"|(?<=metric_)[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}"
+)
+_ID_NAMESPACE = uuid.UUID("5d3b8f0e-2c41-4b7a-9e61-0f6a3c9d2b17")
 
 
 class ReportConfig(StrictModel):
@@ -94,6 +112,32 @@ class ReportConfig(StrictModel):
     max_missing_share: float = Field(ge=0, le=1, description="quality test: each column's missing share")
     top_drifted: int = Field(ge=1, description="most-drifted features listed in the summary")
     workspace_project: str = Field(min_length=1, description="Evidently project in the workspace")
+
+
+# -------------------------------------------------------------------------------------- ids ---
+def stable_uuid(*parts: str) -> uuid.UUID:
+    """A name-based (version 5) UUID of ``parts``: the same parts, the same id, in every run."""
+    return uuid.uuid5(_ID_NAMESPACE, "/".join(parts))
+
+
+def stable_ids(text: str, scope: str) -> str:
+    """``text`` with every random id Evidently generated replaced by ``stable_uuid(scope, n)``, n
+    counting distinct ids in order of first appearance: every reference to an id still matches, and
+    the same report gives the same text. (A data value that is itself a uuid7 would be renamed too.)"""
+    seen: dict[str, uuid.UUID] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        found = match.group(0)
+        new = seen.setdefault(found, stable_uuid(scope, str(len(seen))))
+        return str(new) if "-" in found else new.hex
+
+    return _RANDOM_ID.sub(replace, text)
+
+
+def save_html(snapshot: Snapshot, path: Path) -> None:
+    """The standalone HTML page of ``snapshot``, with stable ids (scope: its name)."""
+    html = snapshot.get_html_str(as_iframe=False)
+    path.write_text(stable_ids(html, snapshot.get_name() or path.stem), encoding="utf-8")
 
 
 # ------------------------------------------------------------------------ evidently boundary ---
@@ -393,7 +437,8 @@ def check_workspace(path: str | Path) -> None:
     if path.exists() and not is_workspace(path):
         raise DataError(
             f"{path}: exists but is not an Evidently workspace (no <project-id>/metadata.json in it); "
-            "pass a workspace folder (the report stage writes reports/workspace) or a new path"
+            "pass a workspace folder (the report stage writes reports/workspace, ontime monitor "
+            "reports/monitoring) or a new path"
         )
 
 
@@ -408,7 +453,8 @@ def open_workspace(path: str | Path) -> Workspace:
 
 
 def project(workspace: Workspace, name: str) -> Project:
-    """The project called ``name`` (the oldest if several), created with its dashboard when missing."""
+    """The project called ``name`` (the oldest if several), created with its dashboard when missing;
+    a created project's id derives from its name (``stable_uuid``)."""
     try:
         found = sorted(workspace.search_project(name), key=lambda p: str(p.id))
     except (OSError, ValueError) as exc:
@@ -417,9 +463,33 @@ def project(workspace: Workspace, name: str) -> Project:
         ) from exc
     if found:
         return found[0]
-    created = workspace.create_project(name, description="ontime: data quality, drift and model quality")
+    created = workspace.add_project(
+        ProjectModel(
+            id=stable_uuid("project", name),
+            name=name,
+            description="ontime: data quality, drift and model quality",
+        )
+    )
     workspace.save_dashboard(created.id, dashboard())
     return created
+
+
+def snapshot_id(project_name: str, snapshot_name: str) -> uuid.UUID:
+    """The id of the report stage's snapshot ``snapshot_name`` in the project ``project_name``."""
+    return stable_uuid("snapshot", project_name, snapshot_name)
+
+
+def add_snapshot(workspace: Workspace, proj: Project, snapshot: Snapshot) -> uuid.UUID:
+    """Write ``snapshot`` into ``proj`` under ``snapshot_id`` (replacing one of that name), with the
+    random ids inside it made stable; returns the id. ``Workspace.add_run`` would pick random ids."""
+    name = snapshot.get_name()
+    if not name:
+        raise ValueError("a snapshot of the report stage needs a name")
+    text = json.dumps(snapshot.to_snapshot_model().dict(), cls=NumpyEncoder)
+    model = SnapshotModel.parse_obj(json.loads(stable_ids(text, name)))
+    sid = snapshot_id(proj.name, name)
+    workspace.state.write_snapshot(proj.id, sid, model)
+    return sid
 
 
 def dashboard() -> DashboardModel:
@@ -457,27 +527,17 @@ def dashboard() -> DashboardModel:
             line_plot_panel("Champion ROC AUC by month", roc_auc(MONTHLY)),
         ],
     }
+    for tab, panels in tabs.items():  # ids from names, not random: the same dashboard.json every run
+        for number, panel in enumerate(panels):
+            panel.id = stable_uuid("panel", tab, str(number))
     # Built whole: Evidently 0.7's ProjectDashboard.add_panel lists a panel twice in an existing tab.
     return DashboardModel(
-        tabs=[DashboardTabModel(title=tab, panels=[p.id for p in panels]) for tab, panels in tabs.items()],
+        tabs=[
+            DashboardTabModel(id=stable_uuid("tab", tab), title=tab, panels=[p.id for p in panels])
+            for tab, panels in tabs.items()
+        ],
         panels=[p for panels in tabs.values() for p in panels],
     )
-
-
-def carry_over(previous: Path, workspace: Workspace, proj: Project) -> int:
-    """Copy the snapshots ``ontime monitor`` added to the previous workspace (tag ``served``) into
-    ``proj``; returns how many."""
-    if not previous.exists():
-        return 0
-    old = open_workspace(previous)
-    count = 0
-    for old_project in old.search_project(proj.name):
-        for snapshot_id in sorted(old.list_runs(old_project.id), key=str):
-            model = old.get_run(old_project.id, snapshot_id)
-            if model is not None and SERVED in model.tags:
-                workspace.add_run(proj.id, Snapshot.load_model(model))
-                count += 1
-    return count
 
 
 # ------------------------------------------------------------------------------------- time ---
@@ -645,8 +705,7 @@ def main(
     base = section(params, "featurize", FeaturizeConfig, source=params_path).base
     spec = FeatureSpec.load(spec_path)
     table, predictions, selection = read_inputs(clean_dir, base, predictions_dir, select_metrics, spec)
-    previous = Path(workspace_dir)
-    check_workspace(previous)  # before the work, not after it
+    check_workspace(workspace_dir)  # before the work, not after it: never replace a folder of other files
     reference = pl.concat([read_part(split_dir, p, spec) for p in TRAINING_PARTS], how="vertical_relaxed")
     later = {p: read_part(split_dir, p, spec) for p in LATER_PARTS}
     snapshots, summary = build(
@@ -656,18 +715,16 @@ def main(
     with atomic_outputs(out_dir, workspace_dir, summary_path) as (tmp_out, tmp_ws, tmp_summary):
         tmp_out.mkdir()
         for name, snapshot in snapshots.items():
-            snapshot.save_html(str(tmp_out / f"{name}.html"))  # Evidently ignores a Path here
-            snapshot.save_json(str(tmp_out / f"{name}.json"))
+            save_html(snapshot, tmp_out / f"{name}.html")
+            snapshot.save_json(str(tmp_out / f"{name}.json"))  # Evidently ignores a Path here
         workspace = open_workspace(tmp_ws)
         proj = project(workspace, cfg.workspace_project)
         for snapshot in snapshots.values():
-            workspace.add_run(proj.id, snapshot)
-        carried = carry_over(previous, workspace, proj)
+            add_snapshot(workspace, proj, snapshot)
         write_json(tmp_summary, summary)
     log.info(
         "report: drift share %.3f (%d of %d features), champion %s test ROC AUC %s, %d failed test(s); "
-        "%d snapshot(s) in %s, %d of them carried over from ontime monitor",
+        "%d snapshot(s) in %s",
         summary["drift_share"], summary["drifted_features"], summary["features"], selection.champion,
-        summary["champion_test_roc_auc"], summary["failed_tests"]["total"],
-        len(snapshots) + carried, workspace_dir, carried,
+        summary["champion_test_roc_auc"], summary["failed_tests"]["total"], len(snapshots), workspace_dir,
     )  # fmt: skip

@@ -3,7 +3,16 @@
 Determinism: every epoch reseeds torch from (seed, epoch) and draws its own batch order, so an epoch
 run after a resume is the same computation as without the interruption. Checkpoints (weights, best
 weights, optimizer state as safetensors; counters and curves as JSON) are written atomically at the
-end of every epoch; a run whose inputs and params match the checkpoint's fingerprint resumes.
+end of every epoch; a run whose fingerprint matches the checkpoint's resumes. The fingerprint covers
+the params, the input files' bytes, the number of processes and the code (every ``.py`` file of the
+``ontime`` package, see ``code_hash``): after any code change a run starts afresh instead of resuming
+a run of other code. Checkpoint folders are scratch space for resuming after an interruption, not
+pipeline outputs.
+
+``dvc repro -f train`` (or ``finetune``) with the same code, params and data as a finished run whose
+checkpoint is still there resumes that finished run: it trains no epoch and writes the same model and
+curves again, quickly. Delete ``checkpoints/train`` (``checkpoints/finetune``) to retrain from scratch;
+on one machine that gives the same weights too.
 
 Distributed: under ``torchrun`` each process trains on its shard of every epoch's batch order with
 DDP (gloo on CPU, nccl on CUDA); each evaluates the whole validation set, so early stopping agrees
@@ -32,10 +41,10 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
+from ontime.candidates.torch_model import predict_logits, sigmoid, state_dict_cpu
 from ontime.config import TrainConfig
 from ontime.errors import DataError, OntimeError
 from ontime.io import read_json, write_json
-from ontime.training.model_io import predict_logits, sigmoid, state_dict_cpu
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +189,7 @@ class Checkpoints:
         meta = read_json(pointer)
         path = self.folder / meta["folder"]
         if meta.get("fingerprint") != self.fingerprint or not path.is_dir():
-            log.info("checkpoint in %s is for other inputs or params: starting afresh", self.folder)
+            log.info("checkpoint in %s is for other inputs, params or code: starting afresh", self.folder)
             return None
         return path, meta
 
@@ -238,7 +247,9 @@ def _live(live_dir: Path | None, rt: Runtime) -> Iterator[Any]:
 def _log_epoch(live: Any, row: dict[str, float]) -> None:
     if live is None:
         return
-    for key, value in row.items():
+    # Sorted: dvclive's metrics.json keeps the order metrics were first logged, and a resumed run
+    # replays rows read back from the checkpoint's JSON, whose keys are sorted.
+    for key, value in sorted(row.items()):
         if key != "epoch":
             live.log_metric(key, value)
     live.next_step()
@@ -312,7 +323,7 @@ def fit(
     with _live(live_dir, rt) as live:
         for row in history:  # a resumed run rebuilds its curves from the checkpoint
             _log_epoch(live, row)
-        epoch = start_epoch - 1
+        epoch = -1 if resumed_from is None else resumed_from  # the last epoch run, if no more runs
         for epoch in range(start_epoch, cfg.epochs):
             started = time.perf_counter()
             torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and augmentation of this epoch
@@ -400,12 +411,30 @@ def fit(
     return FitResult(best_state, best_epoch, best_auc, epoch + 1, history, resumed_from)
 
 
+def code_hash(root: Path | None = None) -> str:
+    """sha256 over the relative path and bytes of every ``.py`` file under ``root`` (default: the
+    installed ``ontime`` package), in path order. Coarse on purpose: an edit anywhere in the package
+    restarts training from scratch, which is slower than needed at worst, never wrong."""
+    import hashlib
+
+    import ontime
+
+    root = Path(ontime.__file__).parent if root is None else root
+    digest = hashlib.sha256()
+    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py")):
+        data = (root / rel).read_bytes()
+        digest.update(f"{rel}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
 def fingerprint(*, params: dict[str, Any], files: list[Path], world_size: int) -> str:
-    """What a checkpoint was made from: params, input file contents, number of processes."""
+    """What a checkpoint was made from: params, input file contents, number of processes, code."""
     import hashlib
 
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     digest.update(str(world_size).encode())
+    digest.update(code_hash().encode())
     for path in files:
         if not path.is_file():
             raise DataError(f"{path}: input not found; run the earlier stages (dvc repro)")

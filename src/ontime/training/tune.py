@@ -238,13 +238,16 @@ def search(
 
 
 def write_trials(path: Path, study: optuna.Study, keys: list[str]) -> None:
-    """One row per trial: number, state, value (a pruned trial's last AUC), params, duration."""
-    rows: list[list[Any]] = [["number", "state", "value", *keys, "duration_s"]]
-    for t in study.trials:
+    """One row per trial, in trial order: number, state, value (a pruned trial's last AUC), params.
+
+    No wall-clock times: the file is a pipeline output and must not change between two runs of the
+    same search (each trial's duration is logged instead).
+    """
+    rows: list[list[Any]] = [["number", "state", "value", *keys]]
+    for t in sorted(study.trials, key=lambda t: t.number):
         value = "" if t.value is None else round(t.value, 6)
-        secs = round(t.duration.total_seconds(), 1) if t.duration else ""
         rows.append(
-            [t.number, t.state.name, value, *(fmt(t.params[k]) if k in t.params else "" for k in keys), secs]
+            [t.number, t.state.name, value, *(fmt(t.params[k]) if k in t.params else "" for k in keys)]
         )
     with path.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
@@ -272,6 +275,14 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
     train_df = recent_rows(read_part(split_dir, "train", spec), cfg.max_train_rows, spec.time_column)
     valid_df = read_part(split_dir, "train_valid", spec)
     study = search(params, cfg, spec=spec, train_df=train_df, valid_df=valid_df)
+    if len(study.trials) < cfg.n_trials:
+        log.warning(
+            "tune: tune.timeout_s=%s stopped the search after %d of %d trials: its outputs now depend "
+            "on this machine's speed; raise tune.timeout_s for a reproducible search",
+            cfg.timeout_s,
+            len(study.trials),
+            cfg.n_trials,
+        )
 
     states = [t.state for t in study.trials]
     done, pruned, failed = (
