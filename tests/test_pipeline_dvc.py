@@ -43,7 +43,9 @@ def test_dvc_repro_data_stages(repo: Path) -> None:
     assert "up to date" in run(["dvc", "status", "split"], repo).stdout.lower()
     # DVC metrics are readable by `dvc metrics show`.
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
-    assert shown, shown
+    workspace = shown[""]["data"]
+    assert workspace["metrics/clean.json"]["data"]["tables"]["flights"]["rows_in"] == 336_776, workspace
+    assert workspace["metrics/split.json"]["data"]["test"]["first"] == split["test"]["first"]
 
     # A clean parameter re-runs clean and what follows, never collect (Hydra composes conf/ here).
     exp = run(["dvc", "exp", "run", "-S", "experiment=smoke", "-S", "clean.label.threshold=30"], repo)
