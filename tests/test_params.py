@@ -63,3 +63,18 @@ def test_params_check_cli(tmp_path) -> None:
     assert main(["params", "--conf", str(REPO / "conf"), "--output", str(out), "--check"]) == 0
     out.write_text(out.read_text().replace("seed: 42", "seed: 7"))
     assert main(["params", "--conf", str(REPO / "conf"), "--output", str(out), "--check"]) == 2
+
+
+def test_params_validates_every_section_before_writing(tmp_path) -> None:
+    from ontime.cli import main
+
+    out = tmp_path / "params.yaml"
+    assert main(["params", "--conf", str(REPO / "conf"), "--output", str(out)]) == 0
+    before = out.read_text()
+    for bad in ("train.lr=-1", "report.min_roc_auc=2", "serve.max_batch_size=0", "baseline.num_leaves=1"):
+        assert main(["params", "--conf", str(REPO / "conf"), "--output", str(out), bad]) == 2, bad
+        assert out.read_text() == before, f"{bad} reached params.yaml"
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        from ontime.params import validate
+
+        validate({**yaml.safe_load(before), "train": {**yaml.safe_load(before)["train"], "lr": -1}})
