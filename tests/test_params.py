@@ -9,7 +9,7 @@ import yaml
 
 from ontime.config import CleanConfig, DataConfig, FeaturizeConfig, SplitConfig, section
 from ontime.errors import ConfigError
-from ontime.params import compose
+from ontime.params import compose, validate
 from tests.conftest import REPO, compose_params
 
 SECTIONS = {"data": DataConfig, "clean": CleanConfig, "featurize": FeaturizeConfig, "split": SplitConfig}
@@ -74,7 +74,7 @@ def test_params_validates_every_section_before_writing(tmp_path) -> None:
     for bad in ("train.lr=-1", "report.min_roc_auc=2", "serve.max_batch_size=0", "baseline.num_leaves=1"):
         assert main(["params", "--conf", str(REPO / "conf"), "--output", str(out), bad]) == 2, bad
         assert out.read_text() == before, f"{bad} reached params.yaml"
+    params = yaml.safe_load(before)
+    params["train"]["lr"] = -1
     with pytest.raises(ConfigError, match=r"train\.lr"):
-        from ontime.params import validate
-
-        validate({**yaml.safe_load(before), "train": {**yaml.safe_load(before)["train"], "lr": -1}})
+        validate(params)
