@@ -238,6 +238,10 @@ def test_registry_and_serving_follow_the_pinned_tag(built: Built) -> None:
     assert sh(["ontime", "registry", "which", "--bento"], repo, environ).stdout.strip() == v1["bento_tag"]
     listing = sh(["ontime", "registry", "list"], repo, environ).stdout
     assert any(line.startswith("v1.0.0") and "prod" in line for line in listing.splitlines()), listing
+    # ... with the data version each came from (the md5 of the collected source data, from dvc.lock).
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert v1["source_data"] == {"data/raw": lock["collect"]["outs"][0]["md5"]}
+    assert v1["source_data"]["data/raw"][:12] in listing
     with served(v1["bento_tag"], built, v1["model_tag"]) as client:
         assert model_version(client, flight) == v1["model_tag"]
 

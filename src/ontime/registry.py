@@ -217,18 +217,20 @@ def rollback(stage: str = "prod", cwd: Path | None = None) -> Version:
 
 
 def table(cwd: Path | None = None) -> str:
-    """Every version: commit, champion, model tag, test ROC AUC, and the stages it is in now."""
+    """Every version: commit, champion, the stages it is in now, its source data's md5, model tag."""
     held: dict[str, list[str]] = {}
     for s in stages(cwd):
         try:
             held.setdefault(current(s, cwd).version, []).append(s)
         except RegistryError:
             continue
-    lines = [f"{'version':<10} {'commit':<12} {'champion':<14} {'stages':<12} model"]
+    lines = [f"{'version':<10} {'commit':<12} {'champion':<14} {'stages':<12} {'source data':<14} model"]
     for v in versions(cwd):
+        source = v.package.get("source_data")
+        data = ",".join(str(h)[:12] for h in source.values()) if isinstance(source, dict) else "?"
         lines.append(
             f"{v.version:<10} {v.commit[:12]:<12} {v.package.get('champion', '?')!s:<14} "
-            f"{','.join(held.get(v.version, [])) or '-':<12} {v.package['model_tag']}"
+            f"{','.join(held.get(v.version, [])) or '-':<12} {data:<14} {v.package['model_tag']}"
         )
     return "\n".join(lines)
 

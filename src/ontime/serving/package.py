@@ -264,5 +264,6 @@ def main(
                 "champion": card["champion"],
                 "threshold": card["threshold"],
                 "params_sha256": metadata["params_sha256"],
+                "source_data": metadata["source_data"],
             },
         )
