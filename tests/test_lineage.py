@@ -245,6 +245,12 @@ def test_registry_and_serving_follow_the_pinned_tag(built: Built) -> None:
     with served(v1["bento_tag"], built, v1["model_tag"]) as client:
         assert model_version(client, flight) == v1["model_tag"]
 
+    # DVC's own tools read the tags: the prod version's champion files, from the remote.
+    got = built.root / "prod-champion"
+    sh(["dvc", "artifacts", "get", ".", "ontime-delay", "--stage", "prod", "-o", str(got)], repo, environ)
+    card = json.loads((got / "model_card.json").read_text())
+    assert card == json.loads((repo / "models/champion/model_card.json").read_text())
+
     # Prune: the experiment's model goes, every version's model and Bento stay.
     pruned = sh(["ontime", "registry", "prune"], repo, environ).stdout.split()
     left = {
