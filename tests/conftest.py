@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,11 @@ BIN = Path(sys.executable).parent
 
 # The real config, shrunk by the `smoke` profile (conf/experiment/smoke.yaml): two months of data.
 SHRUNK = ["experiment=smoke"]
+TINY = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
+# The whole graph on the smoke profile with tiny models. The champion is one of the candidates
+# holding the PyTorch model, so that serving tests can make it overflow (a LightGBM model never does).
+TORCH_CANDIDATES = "select.candidates=[base,finetuned,ens_weighted,ens_stacking]"
+SMOKE_GRAPH = [*SHRUNK, *TINY, TORCH_CANDIDATES]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -112,6 +118,52 @@ def run_stages(
             assert code == 0, f"stage {stage} failed"
     finally:
         os.chdir(cwd)
+
+
+@dataclass
+class SmokeRepo:
+    """A real git+DVC repo where the whole smoke graph ran (results committed, pushed to a local
+    remote with verify on, run cache included). Read-only for tests: change a clone instead."""
+
+    root: Path
+    origin: Path
+    remote: Path
+    environ: dict[str, str]  # BENTOML_HOME: the store the pipeline packaged into
+    first_commit: str  # the params commit the pipeline ran on (before results were committed)
+
+    def clone(self, name: str, *, pull: bool = True) -> Path:
+        dest = self.root / name
+        run(["git", "clone", "-q", str(self.origin), str(dest)], self.root)
+        if pull:
+            proc = subprocess.run(
+                ["dvc", "pull", "--run-cache"], cwd=dest, env=self.environ, capture_output=True, text=True
+            )
+            assert proc.returncode == 0, proc.stderr
+        return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_repo(tmp_path_factory: pytest.TempPathFactory) -> SmokeRepo:
+    root = tmp_path_factory.mktemp("smoke_repo")
+    origin = copy_repo(root / "origin")
+    environ = {**env(), "BENTOML_HOME": str(root / "bentoml")}
+
+    def sh(*args: str) -> str:
+        proc = subprocess.run(list(args), cwd=origin, env=environ, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    sh("dvc", "remote", "add", "-d", "storage", str(root / "remote"))
+    sh("dvc", "remote", "modify", "storage", "verify", "true")
+    sh("ontime", "params", *SMOKE_GRAPH)
+    sh("git", "commit", "-qam", "smoke params, local remote")
+    first = sh("git", "rev-parse", "HEAD").strip()
+    out = sh("dvc", "repro")
+    assert "Running stage 'package'" in out, out
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "results")
+    sh("dvc", "push", "--run-cache")
+    return SmokeRepo(root, origin, root / "remote", environ, first)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,11 @@ import yaml
 
 from ontime.serving.local import serve_bento
 from ontime.serving.online import Scorer
-from tests.conftest import copy_repo, env
+from tests.conftest import SMOKE_GRAPH, SmokeRepo
 
 pytestmark = pytest.mark.slow
 
-TINY = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
-PARAMS = ["experiment=smoke", *TINY]
+PARAMS = SMOKE_GRAPH
 STAGES = ("collect", "clean", "featurize", "split", "train", "finetune", "tune", "baseline", "ensemble",
           "evaluate", "select", "package", "report")  # fmt: skip
 
@@ -60,43 +58,15 @@ def lock_outs(repo: Path) -> dict[str, str]:
     return {o["path"]: o["md5"] for s in lock.values() for o in s.get("outs", [])}
 
 
-@dataclass
-class Built:
-    root: Path
-    origin: Path  # where the pipeline ran, results committed and pushed
-    remote: Path
-    environ: dict[str, str]
-    first_commit: str  # params only, before any result
-
-    def clone(self, name: str) -> Path:
-        dest = self.root / name
-        sh(["git", "clone", "-q", str(self.origin), str(dest)], self.root, self.environ)
-        return dest
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    root = tmp_path_factory.mktemp("lineage")
-    origin = copy_repo(root / "origin")
-    environ = {**env(), "BENTOML_HOME": str(root / "bentoml-origin")}
-    remote = root / "remote"
-    sh(["dvc", "remote", "add", "-d", "storage", str(remote)], origin, environ)
-    sh(["dvc", "remote", "modify", "storage", "verify", "true"], origin, environ)
-    sh(["ontime", "params", *PARAMS], origin, environ)
-    sh(["git", "commit", "-qam", "smoke params, local remote"], origin, environ)
-    first = sh(["git", "rev-parse", "HEAD"], origin, environ).stdout.strip()
-    out = sh(["dvc", "repro"], origin, environ)
-    assert ran(out.stdout) == set(STAGES), out.stdout
-    sh(["git", "add", "-A"], origin, environ)
-    sh(["git", "commit", "-qm", "results"], origin, environ)
-    sh(["dvc", "push"], origin, environ)
-    return Built(root, origin, remote, environ, first)
+def built(smoke_repo: SmokeRepo) -> SmokeRepo:
+    """The whole smoke graph, run once for the test session (tests/conftest.py), pushed."""
+    return smoke_repo
 
 
 # ------------------------------------------------------------------------- clone, pull, done ---
-def test_two_fresh_clones_build_byte_identical_outputs(built: Built) -> None:
-    clone = built.root / "rebuild"
-    sh(["git", "clone", "-q", str(built.origin), str(clone)], built.root, built.environ)
+def test_two_fresh_clones_build_byte_identical_outputs(built: SmokeRepo) -> None:
+    clone = built.clone("rebuild", pull=False)
     sh(["git", "checkout", "-q", built.first_commit], clone, built.environ)
     environ = {**built.environ, "BENTOML_HOME": str(built.root / "bentoml-rebuild")}
     out = sh(["dvc", "repro"], clone, environ)
@@ -111,8 +81,8 @@ def test_two_fresh_clones_build_byte_identical_outputs(built: Built) -> None:
     )
 
 
-def test_clone_and_pull_is_complete_and_up_to_date(built: Built) -> None:
-    clone = built.clone("pulled")
+def test_clone_and_pull_is_complete_and_up_to_date(built: SmokeRepo) -> None:
+    clone = built.clone("pulled", pull=False)
     sh(["dvc", "pull"], clone, built.environ)
     status = sh(["dvc", "status"], clone, built.environ).stdout
     assert "Data and pipelines are up to date" in status, status
@@ -128,9 +98,8 @@ def test_clone_and_pull_is_complete_and_up_to_date(built: Built) -> None:
     assert "dirty" not in card["git"]
 
 
-def test_inference_code_edit_makes_evaluate_and_package_stale(built: Built) -> None:
+def test_inference_code_edit_makes_evaluate_and_package_stale(built: SmokeRepo) -> None:
     clone = built.clone("edited")
-    sh(["dvc", "pull"], clone, built.environ)
     with (clone / "src/ontime/candidates/lightgbm_model.py").open("a") as f:
         f.write("\n# an edit of inference code\n")
     status = sh(["dvc", "status", "--json"], clone, built.environ).stdout
@@ -139,7 +108,7 @@ def test_inference_code_edit_makes_evaluate_and_package_stale(built: Built) -> N
     assert not stale & {"collect", "clean", "featurize", "split", "report"}, stale
 
 
-def test_corrupted_remote_object_is_refused_on_pull(built: Built) -> None:
+def test_corrupted_remote_object_is_refused_on_pull(built: SmokeRepo) -> None:
     objects = sorted(
         p for p in (built.remote / "files").rglob("*") if p.is_file() and not p.name.endswith(".dir")
     )
@@ -148,7 +117,7 @@ def test_corrupted_remote_object_is_refused_on_pull(built: Built) -> None:
     try:
         victim.chmod(0o644)
         victim.write_bytes(bytes([saved[0] ^ 0xFF]) + saved[1:])
-        clone = built.clone("corrupted")
+        clone = built.clone("corrupted", pull=False)
         proc = sh(["dvc", "pull"], clone, built.environ, check=False)
         assert proc.returncode != 0, proc.stdout
         assert "Checkout failed" in proc.stderr, proc.stderr
@@ -178,12 +147,12 @@ def one_flight(repo: Path, scorer: Scorer) -> dict[str, Any]:
 
 
 @contextmanager
-def served(what: str, built: Built, tag: str) -> Iterator[httpx.Client]:
+def served(what: str, built: SmokeRepo, tag: str, cwd: Path) -> Iterator[httpx.Client]:
     log = built.root / f"serve-{tag.replace(':', '-')}.log"
-    environ = {**built.environ, "ONTIME_REQUEST_LOG": str(built.root / "requests.jsonl")}
+    environ = {**built.environ, "ONTIME_REQUEST_LOG": str(built.root / "lineage-requests.jsonl")}
     environ.pop("ONTIME_MODEL", None)
     with (
-        serve_bento(what, env=environ, output=log, cwd=built.origin) as url,
+        serve_bento(what, env=environ, output=log, cwd=cwd) as url,
         httpx.Client(base_url=url, timeout=60) as c,
     ):
         yield c
@@ -195,23 +164,29 @@ def model_version(client: httpx.Client, flight: dict[str, Any]) -> str:
     return str(r.json()["model_version"])
 
 
-def test_registry_and_serving_follow_the_pinned_tag(built: Built) -> None:
-    repo, environ = built.origin, built.environ
+def test_registry_and_serving_follow_the_pinned_tag(built: SmokeRepo) -> None:
+    repo, environ = built.clone("registry"), built.environ
     v1 = json.loads((repo / "models/package.json").read_text())
     home = Path(environ["BENTOML_HOME"])
     scorer = Scorer(home / "models" / v1["model_tag"].replace(":", "/"))
     flight = one_flight(repo, scorer)
 
+    def store() -> set[str]:
+        listed = sh(["bentoml", "models", "list", "-o", "json"], repo, environ).stdout
+        return {m["tag"] for m in json.loads(listed)}
+
     # An experiment packages another model into the same store; it is newer, never served.
+    before = store()
+    assert v1["model_tag"] in before
     exp = sh(
         ["dvc", "exp", "run", "--temp", *(f"-S{o}" for o in PARAMS), "-Sserve.max_batch_size=33"],
         repo,
         environ,
     )
     assert ran(exp.stdout) == {"package"}, exp.stdout
-    models = sh(["bentoml", "models", "list", "-o", "json"], repo, environ).stdout
-    assert len(json.loads(models)) == 2, models
-    with served("ontime.serving.service:OntimeDelay", built, v1["model_tag"]) as client:
+    experiment = store() - before
+    assert len(experiment) == 1, experiment
+    with served("ontime.serving.service:OntimeDelay", built, v1["model_tag"], repo) as client:
         assert model_version(client, flight) == v1["model_tag"]
 
     # v1.0.0 to prod; then a second version (another serve setting: only package re-runs).
@@ -230,7 +205,7 @@ def test_registry_and_serving_follow_the_pinned_tag(built: Built) -> None:
         "ontime-delay#prod#1",
         "ontime-delay#prod#2",
     } <= set(tags)
-    with served(v2["bento_tag"], built, v2["model_tag"]) as client:
+    with served(v2["bento_tag"], built, v2["model_tag"], repo) as client:
         assert model_version(client, flight) == v2["model_tag"]
 
     # Roll back: prod is v1.0.0 again, and its Bento serves v1's model.
@@ -242,7 +217,7 @@ def test_registry_and_serving_follow_the_pinned_tag(built: Built) -> None:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert v1["source_data"] == {"data/raw": lock["collect"]["outs"][0]["md5"]}
     assert v1["source_data"]["data/raw"][:12] in listing
-    with served(v1["bento_tag"], built, v1["model_tag"]) as client:
+    with served(v1["bento_tag"], built, v1["model_tag"], repo) as client:
         assert model_version(client, flight) == v1["model_tag"]
 
     # DVC's own tools read the tags: the prod version's champion files, from the remote.
@@ -259,7 +234,7 @@ def test_registry_and_serving_follow_the_pinned_tag(built: Built) -> None:
     assert left == {v1["model_tag"], v2["model_tag"]}, (left, pruned)
 
 
-def test_training_loop_edit_retrains_instead_of_resuming(built: Built) -> None:
+def test_training_loop_edit_retrains_instead_of_resuming(built: SmokeRepo) -> None:
     repo = built.clone("loop")
     # The clone's own code runs (not the installed copy), so an edit there is the code that runs.
     environ = {

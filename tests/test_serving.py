@@ -24,14 +24,12 @@ from ontime.serving.local import serve_bento
 from ontime.serving.online import OPTIONAL_DERIVED, Scorer
 from ontime.serving.requestlog import KEYS
 from ontime.serving.requestlog import read as read_log
-from tests.conftest import copy_repo, env
+from tests.conftest import TORCH_CANDIDATES, SmokeRepo
 
 pytestmark = pytest.mark.slow
 
-TINY = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
 # The champion is chosen among the candidates that hold the PyTorch model (alone or in an ensemble),
 # so that a flight the model cannot score exists for certain: see `unscorable`.
-TORCH_CANDIDATES = "select.candidates=[base,finetuned,ens_weighted,ens_stacking]"
 N_FLIGHTS = 40
 
 
@@ -82,17 +80,13 @@ class Server:
 
 # ------------------------------------------------------------------------------------ fixtures ---
 @pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
-    """The smoke pipeline through `dvc repro package`: model and Bento in a temp BentoML store."""
-    root = tmp_path_factory.mktemp("serving")
-    repo = copy_repo(root / "repo")
-    environ = {**env(), "BENTOML_HOME": str(root / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
-    sh(["ontime", "params", "experiment=smoke", *TINY, TORCH_CANDIDATES], repo, environ)
-    sh(["git", "commit", "-qam", "smoke params"], repo, environ)
-    out = sh(["dvc", "repro", "package"], repo, environ)
-    assert "Running stage 'package'" in out.stdout, out.stdout
-    info = json.loads((repo / "models/package.json").read_text())
-    return Packaged(repo, root / "bentoml", info["model_tag"], info["bento_tag"], environ)
+def packaged(smoke_repo: SmokeRepo) -> Packaged:
+    """The smoke pipeline through `dvc repro` (session-wide, tests/conftest.py): model and Bento in a
+    temp BentoML store; the champion is one of TORCH_CANDIDATES."""
+    info = json.loads((smoke_repo.origin / "models/package.json").read_text())
+    home = Path(smoke_repo.environ["BENTOML_HOME"])
+    assert info["champion"] in TORCH_CANDIDATES, info
+    return Packaged(smoke_repo.origin, home, info["model_tag"], info["bento_tag"], smoke_repo.environ)
 
 
 @pytest.fixture(scope="module")
