@@ -148,7 +148,7 @@ def one_flight(repo: Path, scorer: Scorer) -> dict[str, Any]:
 
 @contextmanager
 def served(what: str, built: SmokeRepo, tag: str, cwd: Path) -> Iterator[httpx.Client]:
-    log = built.root / f"serve-{tag.replace(':', '-')}.log"
+    log = built.root / f"serve-{len(list(built.root.glob('serve-*.log')))}.log"  # one per server
     environ = {**built.environ, "ONTIME_REQUEST_LOG": str(built.root / "lineage-requests.jsonl")}
     environ.pop("ONTIME_MODEL", None)
     with (
@@ -156,6 +156,8 @@ def served(what: str, built: SmokeRepo, tag: str, cwd: Path) -> Iterator[httpx.C
         httpx.Client(base_url=url, timeout=60) as c,
     ):
         yield c
+    # The service said at start which model it serves, and where that choice came from.
+    assert f"ontime: serving {tag} (from " in log.read_text(), log.read_text()[-3000:]
 
 
 def model_version(client: httpx.Client, flight: dict[str, Any]) -> str:

@@ -54,7 +54,8 @@ from ontime.serving.online import Scorer
 from ontime.serving.package import served_model_tag
 from ontime.serving.requestlog import RequestLog, record
 
-log = logging.getLogger("ontime.serving")
+# A child of BentoML's logger, so `bentoml serve` prints it with its own (worker-tagged) lines.
+log = logging.getLogger("bentoml.ontime")
 
 MODEL_TAG, MODEL_SOURCE = served_model_tag()
 TIMEOUT_S = 10  # a request's whole budget; scoring a full batch takes well under a second
