@@ -15,6 +15,7 @@ import ontime
 from ontime.io import read_json
 from ontime.training import loop
 from tests.conftest import SHRUNK, write_params
+from tests.test_train import train_args
 
 TINY = [*SHRUNK, "model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
 EPOCH_LINE = re.compile(r"^train epoch \d+/\d+: train loss")
@@ -27,17 +28,7 @@ class Interrupted(BaseException):
 def run_train(data: Path, out: Path, params: Path) -> None:
     from ontime.cli import main
 
-    args = [
-        "train",
-        "--params", str(params),
-        "--split", str(data / "data/split"),
-        "--spec", str(data / "data/features/spec.json"),
-        "--out", str(out / "model"),
-        "--metrics", str(out / "train.json"),
-        "--checkpoints", str(out / "ckpt"),
-        "--live", str(out / "live"),
-    ]  # fmt: skip
-    assert main(args) == 0
+    assert main(train_args(data, out, params)) == 0
 
 
 def outputs(out: Path) -> dict[str, bytes]:

@@ -170,6 +170,15 @@ class Scorer:
         self.fields = request_fields(self.data, self.clean, self.feat, self.serve)
         self.Record = request_model(self.fields)
 
+    def check_servable(self) -> None:
+        """A clear error when no request could be scored: the request schema has no fields."""
+        if not self.fields:
+            raise DataError(
+                f"model {self.version}: its request schema has no fields (the data config declares no "
+                "dtypes), so nothing can be scored; declare the columns in data.dtypes and re-run "
+                "dvc repro"
+            )
+
     # ---------------------------------------------------------------------------------------------
     def frame(self, records: list[dict[str, Any]]) -> pl.DataFrame:
         """Validated records (dicts of the request model) as one typed frame, one column per field."""

@@ -15,9 +15,9 @@ Tags are content hashes, not random: the model's version is the sha256 of the bu
 Bento's version that of the model version, ``bentofile.yaml`` and every source file the Bento
 includes. Packaging the same champion with the same code gives the same tags on any machine, so
 ``models/package.json`` is reproducible, a fresh clone re-creates exactly the recorded model with
-``dvc repro -f package``, and an existing tag is reused rather than duplicated. The Bento is built
-from a temporary copy of ``src/`` holding ``ontime/serving/served_model.json`` (the model tag), so a
-Bento serves the model it was built with, always.
+``dvc repro --force --single-item package``, and an existing tag is reused rather than duplicated.
+The Bento is built from a temporary copy of ``src/`` holding ``ontime/serving/served_model.json``
+(the model tag), so a Bento serves the model it was built with, always.
 """
 
 from __future__ import annotations
@@ -225,11 +225,12 @@ def main(
         (staged / "bundle.json").unlink()
         files = [f for f in staged.rglob("*") if f.is_file()]
         tag = f"{MODEL_NAME}:{content_version(tree_sha256(staged, files))}"
+        write_json(staged / "bundle.json", {"version": tag})
         if stored("model", tag):
             log.info("package: model %s is already in the store (same content): reused", tag)
         else:
             with bentoml.models.create(tag, labels=labels, metadata=_metadata(metadata)) as model:
-                assemble_bundle(champion, lookups, Path(model.path), params=params, version=tag)
+                shutil.copytree(staged, model.path, dirs_exist_ok=True)
                 Scorer(model.path)  # fails here, before anything is saved, when the bundle does not load
             log.info("package: saved model %s", tag)
         # The Bento's source: the included files of src/ plus the model tag it must serve.

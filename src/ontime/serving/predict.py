@@ -47,11 +47,7 @@ def score_frame(scorer: Scorer, df: pl.DataFrame) -> pl.DataFrame:
     clash = [c for c in OUTPUT_COLUMNS if c in df.columns]
     if clash:
         raise DataError(f"input already has column(s) {clash}; drop or rename them")
-    if not scorer.fields:
-        raise DataError(
-            f"model {scorer.version}: its request schema has no fields (the data config declares no "
-            "dtypes), so no row can be scored; declare the columns in data.dtypes and re-run dvc repro"
-        )
+    scorer.check_servable()
     names = [f.name for f in scorer.fields]
     ignored = [c for c in df.columns if c not in names]
     if ignored:

@@ -66,12 +66,9 @@ F32_MAX = float(np.finfo(np.float32).max)
 
 # The schema comes from the packaged bundle, at import, so /docs.json shows every field.
 MODEL_REF = bentoml.models.BentoModel(MODEL_TAG)
-SCORER = Scorer(MODEL_REF.resolve().path)
-if not SCORER.fields:
-    raise DataError(
-        f"model {MODEL_TAG}: its request schema has no fields (the data config declares no dtypes), "
-        "so no request could be scored; declare the columns in data.dtypes and re-run dvc repro package"
-    )
+MODEL_PATH = Path(MODEL_REF.resolve().path)
+SCORER = Scorer(MODEL_PATH)
+SCORER.check_servable()
 Flight = SCORER.Record
 MAX_BATCH = SCORER.serve.max_batch_size
 # A flight at its largest (every string field at 64 characters) is under 4 KiB of JSON.
@@ -223,7 +220,7 @@ class OntimeDelay:
         self.scorer = SCORER
         self.version = SCORER.version
         self.log = RequestLog()
-        card = read_json(Path(MODEL_REF.resolve().path) / "model_card.json")
+        card = read_json(MODEL_PATH / "model_card.json")
         lineage = card.get("lineage") or {}
         log.info(
             "ontime: serving %s (from %s): champion %s, data %s, source data %s, split %s, git %s; "
