@@ -37,13 +37,6 @@ def write_candidate_info(folder: Path, *, kind: Kind, name: str, **extra: Any) -
     write_json(folder / CANDIDATE_FILE, {"kind": kind, "name": name, **extra})
 
 
-def require_files(folder: Path, files: tuple[str, ...], *, fix: str) -> None:
-    """A clear error naming the first of ``files`` missing from ``folder``, and ``fix``."""
-    for name in files:
-        if not (folder / name).is_file():
-            raise DataError(f"{folder / name}: not found; {fix}")
-
-
 def load_candidate(folder: str | Path) -> Candidate:
     """Load the candidate in ``folder`` (written by train, baseline, finetune, ...)."""
     folder = Path(folder)

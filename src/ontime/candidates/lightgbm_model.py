@@ -14,7 +14,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from ontime.candidates import require_files, write_candidate_info
+from ontime.candidates import write_candidate_info
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 
@@ -96,7 +96,9 @@ class LightGBMCandidate:
     def load(cls, folder: str | Path) -> LightGBMCandidate:
         """Read a folder written by :meth:`save` (no pickle)."""
         folder = Path(folder)
-        require_files(folder, ("candidate.json", MODEL_FILE, ENCODING_FILE), fix="re-run dvc repro baseline")
+        for file in ("candidate.json", MODEL_FILE, ENCODING_FILE):
+            if not (folder / file).is_file():
+                raise DataError(f"{folder / file}: not found; re-run the baseline stage (dvc repro baseline)")
         info, encoding = read_json(folder / "candidate.json"), read_json(folder / ENCODING_FILE)
         return cls(
             name=info["name"],

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ontime.candidates import require_files, write_candidate_info
+from ontime.candidates import write_candidate_info
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 from ontime.models.ft_transformer import FTTransformer
@@ -92,8 +92,9 @@ class TorchCandidate:
     @classmethod
     def load(cls, folder: str | Path, *, device: str = "cpu") -> TorchCandidate:
         folder = Path(folder)
-        parts = ("model.json", "model.safetensors", "preprocessor.json", "candidate.json")
-        require_files(folder, parts, fix="re-run the stage that wrote this model")
+        for part in ("model.json", "model.safetensors", "preprocessor.json", "candidate.json"):
+            if not (folder / part).is_file():
+                raise DataError(f"{folder}: {part} is missing; re-run the stage that wrote this model")
         spec = read_json(folder / "model.json")
         model = build_model(spec["architecture"], spec["kwargs"])
         model.load_state_dict(load_file(str(folder / "model.safetensors"), device=device))
