@@ -36,8 +36,10 @@ def test_clean_metrics_count_each_rule(data_run: Path) -> None:
         - flights["dropped_duplicate_key"]
     )
     assert metrics["tables"]["weather"]["outliers_nulled_wind_speed"] == 1  # the 1048 mph reading
-    assert metrics["label"]["missing_target"] == 9_430
-    assert 0.26 < metrics["label"]["positive_rate"] < 0.27  # 26.6% over the year
+    # 9,430 flights have no arrival delay; 2,512 of them (no tail number either) are dropped
+    assert flights["dropped_missing"] == 2512
+    assert metrics["label"]["missing_target"] == 9_430 - 2512
+    assert 0.26 < metrics["label"]["positive_rate"] < 0.261  # 26.6% over the year with them
     assert metrics["orphans"]["flights.tailnum"] > 0  # planes lack a fifth of the tail numbers
     cleaned = pl.read_parquet(data_run / "data/clean/weather.parquet")
     assert cleaned.get_column("wind_speed").max() < 150
@@ -75,7 +77,9 @@ def test_feature_spec_describes_the_table(data_run: Path) -> None:
         assert entry["name"] in features.columns
         assert entry["kind"] in {"numeric", "categorical"}
         assert entry["dtype"] == str(features.schema[entry["name"]])
-        assert entry["nullable"] == (features.get_column(entry["name"]).null_count() > 0)
+        # nullable: missing in the data, or in an optional group that training masks
+        masked = entry["name"] in {c for cols in spec["optional"].values() for c in cols}
+        assert entry["nullable"] == (masked or features.get_column(entry["name"]).null_count() > 0)
     kinds = {f["name"]: f["kind"] for f in spec["features"]}
     assert kinds["carrier"] == kinds["route"] == kinds["flight"] == "categorical"
     assert kinds["wx_visib"] == kinds["distance"] == kinds["plane_age"] == "numeric"
@@ -124,7 +128,7 @@ def test_random_and_stratified_splits(tmp_path: Path) -> None:
         run_stages(work, write_params(work / "params.yaml", [f"split.method={method}"]))
         summary = json.loads((work / "metrics/split.json").read_text())
         total = sum(v["rows"] for v in summary.values())
-        assert total == 336_776
+        assert total == 336_776 - 2512  # the flights without an aircraft are dropped in clean
         assert abs(summary["test"]["rows"] / total - 0.2) < 0.01
         if method == "stratified":
             rates = [v["positive_rate"] for v in summary.values()]

@@ -33,8 +33,8 @@ from tests.conftest import SMOKE_GRAPH, SmokeRepo
 pytestmark = pytest.mark.slow
 
 PARAMS = SMOKE_GRAPH
-STAGES = ("collect", "clean", "featurize", "split", "train", "finetune", "tune", "baseline", "ensemble",
-          "evaluate", "select", "package", "report")  # fmt: skip
+STAGES = ("collect", "clean", "featurize", "split", "analyze", "train", "finetune", "tune", "baseline",
+          "ensemble", "evaluate", "select", "package", "report")  # fmt: skip
 
 
 def sh(

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 from ontime.reports import monitor, reports
+from ontime.serving.requestlog import RequestLog, record
 from ontime.spec import FeatureSpec, read_part
 from tests.conftest import BIN, SHRUNK, compose_params, env
 
@@ -34,7 +35,9 @@ REPORT = {
     "top_drifted": 5,
     "workspace_project": "ontime",
 }
-MONITOR = {"drift_share_threshold": 0.3, "min_rows": 50, "sample_rows": 3000}
+MONITOR = {
+    "drift_share_threshold": 0.3, "min_rows": 50, "sample_rows": 3000, "identifiers": ["flight", "tailnum"],
+}  # fmt: skip
 # The injected shift: flights three times as long, departures eight hours later, and half a standard
 # deviation more on weather and destination columns (so that enough features move to cross 0.3).
 NUDGED = [
@@ -204,15 +207,20 @@ def test_known_shift_is_detected_and_random_halves_are_not(data_run: Path, spec:
 
 # --------------------------------------------------------------------------------- monitor ---
 def write_log(path: Path, features: pl.DataFrame, extra: tuple[str, ...] = ()) -> Path:
+    """A request log as the service writes it (its own writer), one request a second, then ``extra``
+    lines as they are."""
     start = dt.datetime(2026, 11, 28, 15, tzinfo=dt.UTC)
-    lines = [
-        json.dumps({
-            "ts": (start + dt.timedelta(seconds=i)).isoformat(), "request_id": f"r{i}",
-            "model_version": "ontime-delay:test", "features": row, "probability": 0.3, "decision": 0,
-        })
+    writer = RequestLog(path)
+    writer.write(
+        record(
+            ts=start + dt.timedelta(seconds=i), request_id=f"r{i}", model_version="ontime-delay:test",
+            features=row, probability=0.3, decision=0,
+        )
         for i, row in enumerate(features.to_dicts())
-    ]  # fmt: skip
-    path.write_text("\n".join([*lines, *extra]) + "\n")
+    )  # fmt: skip
+    writer.close()
+    with path.open("a") as f:
+        f.writelines(f"{line}\n" for line in extra)
     return path
 
 
@@ -294,6 +302,125 @@ def test_monitor_flags_drifted_traffic_and_adds_to_the_workspace(
     assert len(last) == len(pipeline[project_id]) - 1 + 3
 
 
+# what clients may leave out of a request: the schedule counts and the weather forecast
+OPTIONAL = ["origin_hour_departures", "tail_leg_of_day", "tail_legs_of_day"]
+WEATHER = [
+    "wx_temp", "wx_dewp", "wx_humid", "wx_wind_dir", "wx_wind_speed", "wx_wind_gust", "wx_precip",
+    "wx_pressure", "wx_visib",
+]  # fmt: skip
+
+
+def test_monitor_reports_features_null_in_every_request_instead_of_failing(
+    spec: FeatureSpec,
+    served: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Clients that never send the optional fields: a summary (those columns all-null, not tested),
+    never Evidently's "empty column" error; a stuck input is reported and still tested."""
+    empty = [c for c in [*OPTIONAL, *WEATHER] if c in spec.columns]
+    assert len(empty) >= 10, spec.columns  # the smoke data has the schedule counts and the weather
+    traffic = (
+        pl.read_parquet(served["reference"])
+        .select(spec.columns)
+        .sample(300, seed=5)
+        .with_columns(*(pl.lit(None).alias(c) for c in empty), pl.lit(1000.0).alias("distance"))
+    )
+    caplog.set_level("INFO", logger="ontime")
+    code = run_monitor(served, write_log(tmp_path / "optional.jsonl", traffic))
+    summary = json.loads(capsys.readouterr().out)
+    assert code == (1 if summary["drift"] else 0)
+    assert sorted(summary["all_null"]) == sorted(empty)
+    assert {c: summary["skipped"][c] for c in empty} == dict.fromkeys(empty, "all_null")
+    assert {c: summary["missing_share"][c] for c in empty} == dict.fromkeys(empty, 1.0)
+    assert summary["missing_share"]["distance"] == 0.0
+    assert not set(empty) & set(summary["drift_tested"])
+    # the rest left out: the ids, and columns with one value in the traffic and the (smoke) reference
+    ids = {"flight": "identifier", "tailnum": "identifier"}
+    same = {c for c, why in summary["skipped"].items() if why == "constant"}
+    assert summary["skipped"] == {
+        **dict.fromkeys(empty, "all_null"),
+        **ids,
+        **dict.fromkeys(same, "constant"),
+    }
+    reference = pl.read_parquet(served["reference"])
+    assert all(reference.get_column(c).drop_nulls().n_unique() == 1 for c in same), same
+    assert sorted(summary["drift_tested"]) == sorted(set(spec.columns) - set(summary["skipped"]))
+    assert summary["tested_features"] == len(spec.columns) - len(empty) - 2 - len(same)
+    assert summary["drifted_features"] == round(summary["drift_share"] * summary["tested_features"])
+    # distance stuck at one value: reported as constant, still tested (and found drifted)
+    assert "distance" in set(summary["constant"]) & set(summary["drift_tested"])
+    assert "distance" in {t["feature"] for t in summary["top_drifted"]}
+    text = caplog.text
+    assert "not drift-tested: origin_hour_departures (null in every request)" in text
+    assert "null in every request (clients never send them?)" in text
+    assert "not drift-tested: flight (an identifier (monitor.identifiers))" in text
+
+
+def test_monitor_reports_identifiers_and_leaves_them_out_of_the_drift_test(
+    spec: FeatureSpec, served: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows resampled from the reference: no drift; flight and tailnum (thousands of rare values) are
+    described, not tested (tested, they would drift); an identifier the data lacks is ignored."""
+    reference = pl.read_parquet(served["reference"])
+    traffic = reference.select(spec.columns).sample(300, seed=7)
+    log_path = write_log(tmp_path / "calm.jsonl", traffic)
+    served["params"] = write_report_params(
+        tmp_path / "ids.yaml", identifiers=["flight", "tailnum", "registration"]
+    )
+    assert run_monitor(served, log_path) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert not summary["drift"]
+    assert sorted(summary["identifiers"]) == ["flight", "tailnum"]
+    assert {summary["skipped"][c] for c in ("flight", "tailnum")} == {"identifier"}
+    assert not {"flight", "tailnum"} & set(summary["drift_tested"])
+    assert "registration" not in summary["skipped"]
+    for column, stats in summary["identifiers"].items():
+        values = traffic.get_column(column)
+        assert stats["distinct"] == values.drop_nulls().n_unique() > 50, column
+        assert stats["unseen_share"] == 0.0, column  # every value comes from the reference
+        assert stats["missing_share"] == round(values.null_count() / traffic.height, 6), column
+
+    # the same traffic with every column tested: the ids are what drifts
+    cfg = monitor.MonitorConfig(**{**MONITOR, "identifiers": []})
+    report = reports.ReportConfig(**REPORT)
+    requests = monitor.read_request_log(log_path, spec)
+    result, unfiltered = monitor.monitor(requests, reference, spec, cfg, report, seed=42, log_name="calm")
+    assert unfiltered["identifiers"] == {}
+    assert {"flight", "tailnum"} <= set(unfiltered["drift_tested"])
+    assert result.p_values
+    assert max(result.scores["flight"], result.scores["tailnum"]) < 0.05
+
+
+def test_monitor_select_columns_skips_what_cannot_be_tested() -> None:
+    """Which columns Evidently gets: no all-null one (it refuses them), no constant one (nothing to
+    test), no identifier; a column constant only in the served traffic is tested."""
+    spec = FeatureSpec(
+        target="y", time_column=None, numeric=["a", "b", "c", "d", "e"], categorical=["id", "k"],
+        features=[{"name": n} for n in ["a", "b", "c", "d", "e", "id", "k"]],
+    )  # fmt: skip
+    reference = pl.DataFrame({
+        "a": [1.0, 2.0, 3.0, 4.0], "b": [5.0] * 4, "c": [1.0, 2.0, 3.0, 4.0], "d": [None, float("nan")] * 2,
+        "e": [1.0, 2.0, 3.0, 4.0], "id": ["x1", "x2", "x3", None], "k": ["p"] * 4,
+    })  # fmt: skip
+    current = pl.DataFrame({
+        "a": [None] * 4, "b": [5.0, None, 5.0, 5.0], "c": [7.0] * 4, "d": [1.0, 2.0, 3.0, 4.0],
+        "e": [1.0, None, 2.0, 3.0], "id": ["x1", "x9", "x9", None], "k": ["p"] * 4,
+    }, schema_overrides={"a": pl.Float64})  # fmt: skip
+    columns = monitor.select_columns(current, reference, reference, spec, ["id", "missing_id"])
+    assert columns.tested == ["c", "e"]
+    assert columns.skipped == {
+        "a": "all_null", "b": "constant", "d": "all_null_in_reference", "id": "identifier", "k": "constant",
+    }  # fmt: skip
+    assert columns.all_null == ["a"]
+    assert columns.constant == ["b", "c", "k"]
+    assert columns.missing_share == {"a": 1.0, "b": 0.25, "c": 0.0, "d": 0.0, "e": 0.25, "id": 0.25, "k": 0.0}
+    assert columns.identifiers == {
+        "id": {"missing_share": 0.25, "distinct": 2, "unseen_share": round(2 / 3, 6)}
+    }
+
+
 def test_monitor_does_not_write_into_the_pipeline_workspace(
     spec: FeatureSpec, served: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -344,6 +471,11 @@ def test_monitor_refuses_bad_logs_with_clear_errors(
         run_monitor(served, write_log(tmp_path / "few.jsonl", traffic.head(10)))
     with pytest.raises(DataError, match="none of its"):
         run_monitor(served, write_log(tmp_path / "junk.jsonl", traffic.head(0), ("nope", "[1]")))
+    blank = traffic.with_columns(
+        pl.lit(None).alias(c) for c in spec.columns if c not in ("flight", "tailnum")
+    )
+    with pytest.raises(DataError, match=r"no feature is left to drift-test \(carrier: null in every request"):
+        run_monitor(served, write_log(tmp_path / "blank.jsonl", blank))
     assert not served["html"].exists()
 
 

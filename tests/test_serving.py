@@ -4,9 +4,11 @@ BENTOML_HOME and the request log in temp folders. The server starts once for the
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import math
+import re
 import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +20,14 @@ import httpx
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from sklearn.metrics import roc_auc_score
 
 from ontime.errors import DataError
 from ontime.serving.local import serve_bento
 from ontime.serving.online import OPTIONAL_DERIVED, Scorer
 from ontime.serving.requestlog import KEYS
 from ontime.serving.requestlog import read as read_log
-from tests.conftest import TORCH_CANDIDATES, SmokeRepo
+from tests.conftest import REPO, TORCH_CANDIDATES, SmokeRepo
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +114,13 @@ def server(packaged: Packaged) -> Iterator[Server]:
 def flights(packaged: Packaged, scorer: Scorer) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Test-window flights as raw rows (clean flights + their weather + the schedule counts) and
     their rows of the offline feature table, in the same order."""
+    return window_flights(packaged, scorer, every=53, n=N_FLIGHTS)
+
+
+def window_flights(
+    packaged: Packaged, scorer: Scorer, *, every: int, n: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``n`` test-window flights (every ``every``-th), raw and as offline features."""
     repo = packaged.repo
     wx_cols = [f.column for f in scorer.fields if f.table == "weather"]
     weather = pl.read_parquet(repo / "data/clean/weather.parquet").select("origin", "time_hour", *wx_cols)
@@ -119,7 +129,7 @@ def flights(packaged: Packaged, scorer: Scorer) -> tuple[pl.DataFrame, pl.DataFr
         pl.read_parquet(repo / "data/clean/flights.parquet")
         .filter(pl.col("time_hour") >= start)
         .sort("time_hour", "carrier", "flight")
-        .gather_every(53)
+        .gather_every(every)
         .join(weather, on=["origin", "time_hour"], how="left", maintain_order="left")
         .with_columns(
             pl.col("flight").cast(pl.String).alias("_flight"),
@@ -140,8 +150,8 @@ def flights(packaged: Packaged, scorer: Scorer) -> tuple[pl.DataFrame, pl.DataFr
     )
     matched = raw.join(
         offline.select(*key, pl.int_range(pl.len()).alias("_i")), on=key, how="inner", maintain_order="left"
-    ).head(N_FLIGHTS)
-    assert matched.height == N_FLIGHTS, matched.height
+    ).head(n)
+    assert matched.height == n, matched.height
     rows = offline[matched.get_column("_i").to_list()]
     raw = matched.drop("_flight", "_dep_minute", "_i").with_columns(rows.select(*OPTIONAL_DERIVED))
     return raw, rows.select(scorer.spec.columns)
@@ -409,3 +419,97 @@ def test_log_counts_every_scored_flight_once(
     answered = [p["delay_probability"] for p in batch["predictions"]] + [one.json()["delay_probability"]]
     assert [e["probability"] for e in added] == answered
     assert [e["decision"] for e in added] == [int(p >= scorer.threshold) for p in answered]
+
+
+# ------------------------------------------------------------------------- optional inputs ---
+def readme_examples() -> dict[str, dict[str, Any]]:
+    """The flights of the README's curl and Python examples, as a user copies them."""
+    text = (REPO / "README.md").read_text()
+    curl = re.search(r"-d '(\{\"flights\": \[.*?\]\})'", text, re.S)
+    python = re.search(r"^flight = (\{.*?^\})", text, re.S | re.M)
+    assert curl, "README.md lost its curl example"
+    assert python, "README.md lost its Python example"
+    return {"curl": json.loads(curl.group(1))["flights"][0], "python": ast.literal_eval(python.group(1))}
+
+
+def group_fields(scorer: Scorer) -> dict[str, list[str]]:
+    """Per optional group (featurize.optional): the request fields that feed it."""
+    return {
+        group: [f.name for f in scorer.fields if f.feature in columns]
+        for group, columns in sorted(scorer.spec.optional.items())
+    }
+
+
+def blanked(scorer: Scorer, features: pl.DataFrame, group: str) -> pl.DataFrame:
+    columns = scorer.spec.optional[group]
+    return features.with_columns(pl.lit(None, dtype=features.schema[c]).alias(c) for c in columns)
+
+
+def test_optional_means_seen_missing_in_training(server: Server, scorer: Scorer) -> None:
+    required = {f.name for f in scorer.fields if f.required}
+    optional = {f.name for f in scorer.fields if not f.required}
+    groups = group_fields(scorer)
+    assert set(groups) == {"aircraft", "schedule_counts", "weather"}
+    assert groups["aircraft"] == ["tailnum", "tail_leg_of_day", "tail_legs_of_day"]
+    assert set(groups["schedule_counts"]) == set(OPTIONAL_DERIVED)
+    assert optional == {f for fields in groups.values() for f in fields}
+    # never missing in training, so never optional: the flight number included
+    assert {"flight", "carrier", "origin", "dest", "distance", "time_hour"} <= required
+    example = readme_examples()["curl"]
+    r = server.client.post(
+        "/predict", json={"flights": [{k: v for k, v in example.items() if k != "flight"}]}
+    )
+    assert r.status_code == 400, r.text
+    assert '"flight"' in r.text, r.text
+
+
+def test_readme_examples_with_and_without_each_optional_group(server: Server, scorer: Scorer) -> None:
+    # A request without a group is scored as training saw it: the group's features missing, which
+    # is exactly what evaluate's optional_inputs measure. The README's examples answer 200 either way.
+    for name, example in readme_examples().items():
+        assert set(example) <= {f.name for f in scorer.fields}, name
+        features = scorer.features(scorer.frame(scorer.validate([example])))
+        full = server.predict([example])["predictions"][0]["delay_probability"]
+        assert full == pytest.approx(float(scorer.candidate.predict_proba(features)[0]), abs=1e-6)
+        for group, fields in group_fields(scorer).items():
+            sent = {k: v for k, v in example.items() if k not in fields}
+            got = server.predict([sent])["predictions"][0]["delay_probability"]
+            expected = float(scorer.candidate.predict_proba(blanked(scorer, features, group))[0])
+            assert got == pytest.approx(expected, abs=1e-6), (name, group)
+            assert abs(got - full) < 0.3, (name, group, full, got)
+
+
+def test_leaving_optional_groups_out_costs_little(server: Server, scorer: Scorer, packaged: Packaged) -> None:
+    # Over HTTP, on a sample of the test window: full requests vs the same without each group.
+    raw, _ = window_flights(packaged, scorer, every=5, n=600)
+    rows = request_rows(scorer, raw)
+
+    def score(flights: list[dict[str, Any]]) -> list[float]:
+        out: list[float] = []
+        for i in range(0, len(flights), 200):
+            out += [p["delay_probability"] for p in server.predict(flights[i : i + 200])["predictions"]]
+        return out
+
+    labels = raw.join(
+        pl.read_parquet(packaged.repo / "data/clean/flights.parquet").select(
+            "carrier", "flight", "origin", "time_hour", "sched_dep_time", "label"
+        ),
+        on=["carrier", "flight", "origin", "time_hour", "sched_dep_time"],
+        how="left",
+        maintain_order="left",
+    ).get_column("label")
+    assert labels.len() == raw.height
+    assert labels.null_count() == 0
+
+    full = score(rows)
+    auc_full, mean_full = roc_auc_score(labels, full), sum(full) / len(full)
+    table = {}
+    for group, fields in group_fields(scorer).items():
+        p = score([{k: v for k, v in r.items() if k not in fields} for r in rows])
+        table[group] = (roc_auc_score(labels, p) - auc_full, sum(p) / len(p) - mean_full)
+    print(f"full: ROC AUC {auc_full:.4f}, mean {mean_full:.4f}; without (ROC AUC, mean) change: {table}")
+    assert abs(table["schedule_counts"][0]) <= 0.03, table
+    assert abs(table["schedule_counts"][1]) <= 0.05, table
+    for group, (d_auc, d_mean) in table.items():
+        assert abs(d_mean) <= 0.05, (group, table)
+        assert d_auc >= -0.1, (group, table)

@@ -37,6 +37,12 @@ def _split(a: argparse.Namespace) -> None:
     split.main(a.params, a.features, a.out, a.metrics)
 
 
+def _analyze(a: argparse.Namespace) -> None:
+    from ontime.data import analyze
+
+    analyze.main(a.params, a.split, a.spec, a.out, a.metrics)
+
+
 def _train(a: argparse.Namespace) -> None:
     from ontime.training import train
 
@@ -46,7 +52,7 @@ def _train(a: argparse.Namespace) -> None:
 def _evaluate(a: argparse.Namespace) -> None:
     from ontime.evaluation import evaluate
 
-    evaluate.main(a.params, a.split, a.spec, a.candidate, a.metrics, a.predictions, a.live)
+    evaluate.main(a.params, a.split, a.spec, a.candidate, a.metrics, a.predictions, a.live, a.optional_inputs)
 
 
 def _baseline(a: argparse.Namespace) -> None:
@@ -182,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, help="JSON summary of the parts")
 
     p = stage(
+        "analyze",
+        _analyze,
+        "Analyse the features on the train part (params `analyze`): statistics, missingness, "
+        "univariate ROC AUC, correlations, PCA; write an HTML + JSON report and a leakage audit, and "
+        "fail (after writing them) when a feature alone or its missingness identifies the label.",
+    )
+    p.add_argument("--split", required=True, help="folder of split parts (reads train.parquet)")
+    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--out", required=True, help="report folder: analysis.json, audit.json, index.html")
+    p.add_argument("--metrics", required=True, help="JSON summary (top feature, flagged count, PCA)")
+
+    p = stage(
         "train",
         _train,
         "Train the PyTorch model (params `model`, `train`, `preprocess`) from scratch on the train "
@@ -270,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, help="JSON metrics, a block per candidate")
     p.add_argument("--predictions", required=True, help="output folder for valid/test predictions")
     p.add_argument("--live", required=True, help="dvclive folder for the plots")
+    p.add_argument(
+        "--optional-inputs",
+        required=True,
+        help="JSON: per candidate, test ROC AUC and mean probability without each optional input group",
+    )
 
     p = stage(
         "package",

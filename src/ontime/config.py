@@ -112,6 +112,11 @@ class FeaturizeConfig(StrictModel):
     holidays_country: str
     categorical: list[str] = Field(description="columns treated as categorical whatever their dtype")
     exclude: list[str] = Field(description="never features: post-departure columns and identifiers")
+    optional: dict[str, list[str]] = Field(
+        description="groups of features a client may leave out (e.g. weather): training sees each group "
+        "missing on a share of its rows (mask_rate), so a request without it is scored as trained"
+    )
+    mask_rate: float = Field(ge=0, lt=1, description="share of fitting rows each group is blanked on")
 
 
 # -------------------------------------------------------------------------------------- split ---

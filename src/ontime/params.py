@@ -38,6 +38,7 @@ def compose(config_dir: str | Path = "conf", overrides: Sequence[str] = ()) -> s
 def validate(params: dict[str, Any], *, source: str = "params") -> None:
     """Check every section with the model of the stage that reads it; ConfigError names the key."""
     from ontime import config as c
+    from ontime.data.analyze import AnalyzeConfig
     from ontime.reports.monitor import MonitorConfig
     from ontime.reports.reports import ReportConfig
     from ontime.serving.online import ServeConfig
@@ -51,6 +52,7 @@ def validate(params: dict[str, Any], *, source: str = "params") -> None:
         "clean": c.CleanConfig,
         "featurize": c.FeaturizeConfig,
         "split": c.SplitConfig,
+        "analyze": AnalyzeConfig,
         "preprocess": c.PreprocessConfig,
         "train": c.TrainConfig,
         "finetune": c.FinetuneConfig,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from ontime.errors import DataError
@@ -21,6 +23,8 @@ class FeatureSpec:
     numeric: list[str]
     categorical: list[str]
     features: list[dict[str, Any]]
+    optional: dict[str, list[str]] = field(default_factory=dict)
+    mask_rate: float = 0.0
 
     @property
     def columns(self) -> list[str]:
@@ -40,6 +44,8 @@ class FeatureSpec:
                 numeric=[f["name"] for f in features if f["kind"] == "numeric"],
                 categorical=[f["name"] for f in features if f["kind"] == "categorical"],
                 features=features,
+                optional={str(g): list(cols) for g, cols in raw.get("optional", {}).items()},
+                mask_rate=float(raw.get("mask_rate", 0.0)),
             )
         except (KeyError, TypeError) as exc:
             raise DataError(f"{path}: not a feature spec (missing {exc}); re-run featurize") from exc
@@ -70,3 +76,25 @@ def read_part(split_dir: str | Path, part: str, spec: FeatureSpec) -> pl.DataFra
         raise DataError(f"{path}: the {part} part is empty; widen split.windows")
     spec.check(df, where=str(path))
     return df
+
+
+def mask_optional(df: pl.DataFrame, spec: FeatureSpec, *, seed: int, part: str) -> pl.DataFrame:
+    """Rows a model fits on, with each optional feature group blanked on ``spec.mask_rate`` of them.
+
+    A client may leave an optional group out of a request (``featurize.optional``, e.g. the weather
+    forecast); a model that never saw the group missing would score such a request as nothing it
+    was trained on. Each group gets its own seeded draw (the same rows for the same ``seed``, part
+    and data), so a row may lose several groups. Only fitting rows are masked: validation and test
+    rows stay as they are, so early stopping, thresholds and test figures use the full input.
+    """
+    if spec.mask_rate <= 0 or not spec.optional or df.height == 0:
+        return df
+    rng = np.random.default_rng([seed, zlib.crc32(part.encode())])
+    hit: dict[str, np.ndarray] = {}
+    for group in sorted(spec.optional):
+        drawn = rng.random(df.height) < spec.mask_rate
+        for column in spec.optional[group]:
+            hit[column] = hit.get(column, np.zeros(df.height, dtype=bool)) | drawn
+    return df.with_columns(
+        pl.when(pl.Series(hit[c])).then(None).otherwise(pl.col(c)).alias(c) for c in sorted(hit)
+    )

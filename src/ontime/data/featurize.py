@@ -214,12 +214,20 @@ def featurize(
             f"feature column(s) {unsupported} are neither numeric nor text; add them to "
             "featurize.exclude or featurize.categorical"
         )
+    unknown_optional = {g: [c for c in cols if c not in features] for g, cols in cfg.optional.items()}
+    unknown_optional = {g: cols for g, cols in unknown_optional.items() if cols}
+    if unknown_optional:
+        raise DataError(
+            f"featurize.optional names column(s) that are not features: {unknown_optional}; "
+            f"use feature names (have {features})"
+        )
     keep = ([cfg.time_column] if cfg.time_column else []) + features + [LABEL]
     lf = lf.select(*(pl.col(c).cast(pl.String) if c in categorical else pl.col(c) for c in keep))
     if cfg.time_column:
         lf = lf.sort(cfg.time_column, maintain_order=True)
     df = lf.collect()
 
+    masked = {c for cols in cfg.optional.values() for c in cols} if cfg.mask_rate > 0 else set()
     spec = {
         "version": SPEC_VERSION,
         "target": LABEL,
@@ -229,10 +237,14 @@ def featurize(
                 "name": c,
                 "kind": "categorical" if c in categorical else "numeric",
                 "dtype": str(df.schema[c]),
-                "nullable": df.get_column(c).null_count() > 0,
+                # missing in the data, or blanked in training (an optional group): either way the
+                # model sees it missing, so a request may leave it out
+                "nullable": c in masked or df.get_column(c).null_count() > 0,
             }
             for c in features
         ],
+        "optional": {g: list(cols) for g, cols in sorted(cfg.optional.items())},
+        "mask_rate": cfg.mask_rate,
     }
     log.info("featurize: %d rows, %d features", df.height, len(features))
     return df, spec

@@ -2,7 +2,9 @@
 
 Writes one metrics file (a block per candidate: threshold, validation and test metrics) that
 ``dvc exp show`` displays, the predictions (validation and test rows, a probability column per
-candidate) for later stages, and ROC / precision-recall / confusion / calibration plots via dvclive.
+candidate) for later stages, ROC / precision-recall / confusion / calibration plots via dvclive, and
+what leaving each optional input group out costs (``optional_inputs``: per candidate, the test ROC AUC
+and mean probability with the group's features missing, as a request without them is scored).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import polars as pl
 from ontime.candidates import Candidate, load_candidate
 from ontime.config import EvaluateConfig, load_params, section
 from ontime.errors import DataError
-from ontime.evaluation.metrics import choose_threshold, classification_metrics
+from ontime.evaluation.metrics import choose_threshold, classification_metrics, roc_auc
 from ontime.io import atomic_outputs, write_json, write_parquet
 from ontime.spec import FeatureSpec, read_part
 
@@ -68,6 +70,33 @@ def evaluate(
     return metrics, preds
 
 
+def optional_inputs(
+    candidates: list[Candidate], test: pl.DataFrame, spec: FeatureSpec, preds: pl.DataFrame
+) -> dict[str, Any]:
+    """Per candidate: test ROC AUC and mean probability with all inputs, and with each optional
+    group (``featurize.optional``) missing, i.e. a request that leaves those fields out."""
+    y = test.get_column(spec.target).to_numpy()
+    out: dict[str, Any] = {}
+    for cand in candidates:
+        full = preds.get_column(cand.name).to_numpy()
+        block = {"all_inputs": _summary(y, full)}
+        for group, columns in sorted(spec.optional.items()):
+            blank = test.with_columns(pl.lit(None, dtype=test.schema[c]).alias(c) for c in columns)
+            p = cand.predict_proba(blank)
+            block[f"without_{group}"] = {
+                **_summary(y, p),
+                "roc_auc_change": round(roc_auc(y, p) - roc_auc(y, full), 6),
+                "mean_probability_change": round(float(p.mean() - full.mean()), 6),
+            }
+        out[cand.name] = block
+        log.info("evaluate: %s without each optional group: %s", cand.name, block)
+    return {"rows": test.height, "groups": spec.optional, "candidates": out}
+
+
+def _summary(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {"roc_auc": round(roc_auc(y, p), 6), "mean_probability": round(float(p.mean()), 6)}
+
+
 def log_plots(live_dir: Path, metrics: dict[str, Any], test: pl.DataFrame, target: str) -> None:
     """ROC, precision-recall, calibration (one file per candidate) and confusion matrices."""
     from dvclive import Live
@@ -91,6 +120,7 @@ def main(
     metrics_path: str,
     predictions_dir: str,
     live_dir: str,
+    optional_path: str,
 ) -> None:
     cfg = section(load_params(params_path), "evaluate", EvaluateConfig, source=params_path)
     spec = FeatureSpec.load(spec_path)
@@ -98,8 +128,11 @@ def main(
     test = read_part(split_dir, "test", spec)
     candidates = [load_candidate(d) for d in candidate_dirs]
     metrics, preds = evaluate(candidates, valid, test, spec, cfg)
-    with atomic_outputs(metrics_path, predictions_dir, live_dir) as (tmp_metrics, tmp_preds, tmp_live):
+    costs = optional_inputs(candidates, test, spec, preds["test"])
+    outputs = (metrics_path, predictions_dir, live_dir, optional_path)
+    with atomic_outputs(*outputs) as (tmp_metrics, tmp_preds, tmp_live, tmp_optional):
         write_json(tmp_metrics, metrics)
+        write_json(tmp_optional, costs)
         tmp_preds.mkdir()
         for part, df in preds.items():
             write_parquet(df, tmp_preds / f"{part}.parquet")

@@ -47,13 +47,19 @@ def choose_threshold(
     return float(p_sorted[last[best]])
 
 
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC, or NaN when ``y`` holds one class only (a small window may)."""
+    y = np.asarray(y).astype(np.int64)
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+
+
 def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """Threshold-free (ROC AUC, PR AUC, log loss, Brier) and thresholded metrics."""
     y = np.asarray(y).astype(np.int64)
     pred = (p >= threshold).astype(np.int64)
     both = 0 < y.sum() < len(y)
     out = {
-        "roc_auc": roc_auc_score(y, p) if both else float("nan"),
+        "roc_auc": roc_auc(y, p),
         "pr_auc": average_precision_score(y, p) if both else float("nan"),
         "log_loss": log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]),
         "brier": brier_score_loss(y, p),

@@ -6,7 +6,26 @@ featurization), ``probability``, ``decision``), compares its features with the t
 (``data/split/train.parquet``) in an Evidently drift report, writes the report as HTML, adds the
 snapshot to the monitor's Evidently workspace (the report stage's project, tagged ``served`` and
 stamped with the last request's time) and returns the exit code: 0 when the share of drifted features
-is at most ``monitor.drift_share_threshold``, 1 above it.
+is at most ``monitor.drift_share_threshold``, 1 above it (errors: 2, from the ``ontime`` command).
+
+Not every feature is drift-tested (``select_columns``); the summary and the log say which are and why
+the others are not:
+
+- identifiers (``monitor.identifiers``, e.g. flight number and tail number): thousands of values, most
+  of them rare, so any sample of served traffic differs from the reference and a drift test always
+  fires. They are reported instead: missing share, distinct values, share of values the reference
+  never had. A listed column that is not a feature of the served model is ignored (lists are data
+  specific; other data sets have other ids).
+- all-null columns: null in every sampled request (a client that never sends an optional field, e.g.
+  the schedule counts or the weather), or in every sampled reference row. Nothing to compare (and
+  Evidently refuses an empty column); listed under ``all_null``, as a data problem, not as drift.
+- constant columns: one and the same value in the served sample and the reference sample, so a drift
+  test has nothing to judge (Evidently gives no score). A column constant in the served traffic but
+  not in the reference (a stuck input) stays in the test, where it drifts; both kinds are listed under
+  ``constant``.
+
+The share of drifted features is over the tested ones; every feature's missing share in the served
+traffic (its sample of ``monitor.sample_rows`` requests) is in the summary.
 
 The monitor's workspace (default ``reports/monitoring``, git-ignored, no pipeline output) is its own:
 the report stage's workspace (``reports/workspace``) is a DVC output, rewritten by every run of that
@@ -23,6 +42,7 @@ snapshots, only the copies of the report stage's are ever replaced or removed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -48,6 +68,7 @@ from ontime.reports.reports import (
     drift,
     open_workspace,
     project,
+    sample,
     save_html,
     snapshot_id,
 )
@@ -64,6 +85,26 @@ class MonitorConfig(StrictModel):
     drift_share_threshold: float = Field(gt=0, le=1, description="exit code 1 above this drifted share")
     min_rows: int = Field(ge=1, description="fewer valid requests than this: too few to judge drift")
     sample_rows: int = Field(ge=100, description="rows sampled (seeded) from the log and the reference")
+    identifiers: list[str] = Field(
+        default_factory=list,
+        description="id-like features (flight, tailnum) reported but never drift-tested; names that are "
+        "not features of the served model are ignored",
+    )
+
+
+# why a feature is not drift-tested: summary key -> what the log says
+IDENTIFIER, ALL_NULL, ALL_NULL_REFERENCE, CONSTANT = (
+    "identifier",
+    "all_null",
+    "all_null_in_reference",
+    "constant",
+)
+SKIP_REASONS = {
+    IDENTIFIER: "an identifier (monitor.identifiers)",
+    ALL_NULL: "null in every request",
+    ALL_NULL_REFERENCE: "null in every reference row",
+    CONSTANT: "one and the same value in the requests and the reference",
+}
 
 
 @dataclass(frozen=True)
@@ -157,6 +198,107 @@ def read_request_log(path: str | Path, spec: FeatureSpec) -> RequestLog:
     )
 
 
+def _present(df: pl.DataFrame, column: str, spec: FeatureSpec) -> pl.Series:
+    """The non-missing values of ``column`` as Evidently gets them (numbers as float, categories as
+    strings); null and NaN are missing."""
+    values = df.get_column(column)
+    typed = values.cast(pl.Float64).fill_nan(None) if column in spec.numeric else values.cast(pl.String)
+    return typed.drop_nulls()
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which features the drift test judges, and what the others are (see the module docstring)."""
+
+    tested: list[str]
+    skipped: dict[str, str]  # feature -> reason, a key of SKIP_REASONS
+    all_null: list[str]  # null in every served request
+    constant: list[str]  # a single value in every served request (tested or not)
+    missing_share: dict[str, float]  # every feature's null share in the served sample (sample_rows)
+    identifiers: dict[str, dict[str, Any]]  # missing_share, distinct, unseen_share
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "drift_tested": self.tested,
+            "skipped": self.skipped,
+            "all_null": self.all_null,
+            "constant": self.constant,
+            "identifiers": self.identifiers,
+            "missing_share": self.missing_share,
+        }
+
+
+def identifier_stats(current: pl.DataFrame, reference: pl.DataFrame, column: str) -> dict[str, Any]:
+    """An id column of the served traffic: its missing share, how many distinct values it has, and
+    the share of its (non-null) values that the whole reference never had."""
+    served = current.get_column(column).cast(pl.String)
+    known = reference.get_column(column).cast(pl.String).drop_nulls().unique()
+    present = served.drop_nulls()
+    unseen = int((~present.is_in(known.implode())).sum())
+    return {
+        "missing_share": round(served.null_count() / max(served.len(), 1), 6),
+        "distinct": present.n_unique(),
+        "unseen_share": round(unseen / present.len(), 6) if present.len() else None,
+    }
+
+
+def select_columns(
+    current: pl.DataFrame,
+    reference_sample: pl.DataFrame,
+    reference: pl.DataFrame,
+    spec: FeatureSpec,
+    identifiers: list[str],
+) -> Columns:
+    """Split the spec's features into the drift-tested ones and the skipped ones, by what the samples
+    Evidently gets (``current``, ``reference_sample``) hold; identifiers are described against the
+    whole ``reference``. ``identifiers`` that are not features of ``spec`` are ignored."""
+    tested: list[str] = []
+    skipped: dict[str, str] = {}
+    all_null: list[str] = []
+    constant: list[str] = []
+    ids: dict[str, dict[str, Any]] = {}
+    missing: dict[str, float] = {}
+    for column in spec.columns:
+        served = _present(current, column, spec)
+        ref = _present(reference_sample, column, spec)
+        missing[column] = round(1 - served.len() / max(current.height, 1), 6)
+        if served.len() == 0:
+            all_null.append(column)
+        served_values = served.unique()
+        if served_values.len() == 1:
+            constant.append(column)
+        if column in identifiers:
+            skipped[column] = IDENTIFIER
+            ids[column] = identifier_stats(current, reference, column)
+        elif served.len() == 0:
+            skipped[column] = ALL_NULL
+        elif ref.len() == 0:
+            skipped[column] = ALL_NULL_REFERENCE
+        elif served_values.len() == 1 and ref.unique().equals(served_values):
+            skipped[column] = CONSTANT
+        else:
+            tested.append(column)
+    return Columns(
+        tested=tested,
+        skipped=skipped,
+        all_null=all_null,
+        constant=constant,
+        missing_share=missing,
+        identifiers=ids,
+    )
+
+
+def tested_spec(spec: FeatureSpec, columns: list[str]) -> FeatureSpec:
+    """``spec`` restricted to ``columns`` (the ones Evidently gets)."""
+    keep = set(columns)
+    return dataclasses.replace(
+        spec,
+        numeric=[c for c in spec.numeric if c in keep],
+        categorical=[c for c in spec.categorical if c in keep],
+        features=[f for f in spec.features if f["name"] in keep],
+    )
+
+
 def monitor(
     requests: RequestLog,
     reference: pl.DataFrame,
@@ -173,27 +315,46 @@ def monitor(
             f"{log_name}: {requests.features.height} valid request(s), fewer than monitor.min_rows="
             f"{cfg.min_rows}: too few to judge drift; wait for more traffic or lower monitor.min_rows"
         )
-    stamp = requests.last or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    result = drift(
-        reference,
-        requests.features,
-        spec,
-        drift_share_threshold=cfg.drift_share_threshold,
-        stattest_threshold=report.stattest_threshold,
-        sample_rows=cfg.sample_rows,
-        seed=seed,
-        name=f"served_{stamp:%Y-%m-%dT%H:%M}",
-        timestamp=stamp,
-        tags=[DRIFT, SERVED],
-        metadata={
-            "log": log_name,
-            "from": requests.first.isoformat() if requests.first else "",
-            "to": requests.last.isoformat() if requests.last else "",
-            "requests": str(requests.features.height),
-            "skipped_lines": str(requests.skipped),
-            "model_version": ",".join(requests.model_versions),
-        },
+    # the samples `drift` would draw (same seeds), drawn here so that the columns are chosen by what
+    # Evidently gets; `drift` samples them again, a no-op at this size
+    reference_sample = sample(reference, cfg.sample_rows, seed)
+    current = sample(requests.features, cfg.sample_rows, seed + 1)
+    columns = select_columns(
+        current, reference_sample, reference, spec, [c for c in cfg.identifiers if c in spec.columns]
     )
+    if not columns.tested:
+        raise DataError(
+            f"{log_name}: no feature is left to drift-test ("
+            + ", ".join(f"{c}: {SKIP_REASONS[r]}" for c, r in columns.skipped.items())
+            + "); check that the service and the clients send the features, and monitor.identifiers"
+        )
+    stamp = requests.last or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    try:
+        result = drift(
+            reference_sample,
+            current,
+            tested_spec(spec, columns.tested),
+            drift_share_threshold=cfg.drift_share_threshold,
+            stattest_threshold=report.stattest_threshold,
+            sample_rows=cfg.sample_rows,
+            seed=seed,
+            name=f"served_{stamp:%Y-%m-%dT%H:%M}",
+            timestamp=stamp,
+            tags=[DRIFT, SERVED],
+            metadata={
+                "log": log_name,
+                "from": requests.first.isoformat() if requests.first else "",
+                "to": requests.last.isoformat() if requests.last else "",
+                "requests": str(requests.features.height),
+                "skipped_lines": str(requests.skipped),
+                "model_version": ",".join(requests.model_versions),
+                "not_drift_tested": ", ".join(f"{c} ({r})" for c, r in columns.skipped.items()),
+            },
+        )
+    except ValueError as exc:  # Evidently's refusals; never let them read as drift (exit 1)
+        raise DataError(
+            f"{log_name}: Evidently could not compute the drift report over {columns.tested}: {exc}"
+        ) from exc
     summary = {
         "requests": requests.features.height,
         "skipped_lines": requests.skipped,
@@ -203,9 +364,11 @@ def monitor(
         "drift_share": round(result.share, 6),
         "drifted_features": result.drifted,
         "features": len(spec.columns),
+        "tested_features": len(columns.tested),
         "drift_share_threshold": cfg.drift_share_threshold,
         "drift": result.share > cfg.drift_share_threshold,
         "top_drifted": result.top(report.top_drifted),
+        **columns.summary(),
     }
     return result, summary
 
@@ -257,7 +420,8 @@ def main(
     out_html: str,
     pipeline_workspace_dir: str | None = None,
 ) -> int:
-    """Run the monitor; 0: no drift, 1: drift above ``monitor.drift_share_threshold``.
+    """Run the monitor; 0: no drift, 1: drift above ``monitor.drift_share_threshold`` (a DataError,
+    exit 2 from the ``ontime`` command, for anything that stops it).
 
     ``pipeline_workspace_dir``: the report stage's workspace, whose snapshots are copied into
     ``workspace_dir`` (``refresh_pipeline_snapshots``); None: copy nothing.
@@ -301,15 +465,49 @@ def main(
         "pipeline_snapshots": copied,
     }
     print(json.dumps(summary, indent=2))
+    log_columns(summary, [c for c in cfg.identifiers if c not in spec.columns])
     level = logging.WARNING if summary["drift"] else logging.INFO
     log.log(
         level,
-        "monitor: %d requests (%d lines skipped): %d of %d features drifted (share %.3f, threshold %.3f)",
+        "monitor: %d requests (%d lines skipped): %d of %d drift-tested features drifted (share %.3f, "
+        "threshold %.3f; %d of %d features not tested)",
         summary["requests"],
         summary["skipped_lines"],
         result.drifted,
-        len(spec.columns),
+        summary["tested_features"],
         result.share,
         cfg.drift_share_threshold,
+        len(summary["skipped"]),
+        len(spec.columns),
     )
     return 1 if summary["drift"] else 0
+
+
+def log_columns(summary: dict[str, Any], ignored: list[str]) -> None:
+    """Say which features were drift-tested, which were not and why, and what the ids look like."""
+    log.info("monitor: drift-tested %d feature(s): %s", len(summary["drift_tested"]), summary["drift_tested"])
+    for column, reason in summary["skipped"].items():
+        log.info("monitor: not drift-tested: %s (%s)", column, SKIP_REASONS[reason])
+    if summary["all_null"]:
+        log.warning(
+            "monitor: %d feature(s) are null in every request (clients never send them?): %s",
+            len(summary["all_null"]),
+            summary["all_null"],
+        )
+    stuck = [c for c in summary["constant"] if c not in summary["skipped"]]
+    if stuck:
+        log.warning(
+            "monitor: feature(s) %s have one value in every request but not in the reference (a stuck "
+            "input?); they are drift-tested",
+            stuck,
+        )
+    for column, stats in summary["identifiers"].items():
+        log.info(
+            "monitor: identifier %s: %d distinct, %s unseen in the reference, %.1f%% missing",
+            column,
+            stats["distinct"],
+            "n/a" if stats["unseen_share"] is None else f"{100 * stats['unseen_share']:.1f}%",
+            100 * stats["missing_share"],
+        )
+    if ignored:
+        log.info("monitor: monitor.identifiers %s are not features of this model: ignored", ignored)

@@ -8,10 +8,13 @@ cleaned tables that featurize joins and the request does not carry (planes, airp
 The request schema is derived from the config, not written by hand: the base table's columns that
 features need (directly, through a derived group, as a join key or as the time column), plus the
 columns of joins listed in ``serve.request_tables`` (weather at the origin). Types come from
-``data.dtypes``, valid ranges from ``clean.tables.<table>.ranges``; required are the join keys, the
-time column and ``clean.tables.<table>.drop_missing`` columns; everything else is optional and, when
-left out, imputed exactly as in training. Schedule counts of the ``traffic`` group may be sent
-(they need the whole schedule); else they are imputed too.
+``data.dtypes``, valid ranges from ``clean.tables.<table>.ranges``. A field is optional only when
+the model saw its feature missing in training: missing in the data (weather gaps), or blanked on a
+share of the fitting rows because it is in a ``featurize.optional`` group (the aircraft, the
+schedule counts, the weather); a field left out is then missing exactly as training saw it. Every
+other field is required: the time column, the join keys and ``drop_missing`` columns (unless in an
+optional group), and any feature that was never missing (e.g. ``flight``). Schedule counts of the
+``traffic`` group may be sent (they need the whole schedule); the service cannot derive them.
 """
 
 from __future__ import annotations
@@ -63,12 +66,18 @@ class RequestField(BaseModel):
     required: bool
     lo: float | None = None
     hi: float | None = None
+    feature: str | None = None  # the model input it becomes as it is (None: it feeds derived ones)
 
 
 def request_fields(
-    data: DataConfig, clean: CleanConfig, feat: FeaturizeConfig, serve: ServeConfig
+    data: DataConfig,
+    clean: CleanConfig,
+    feat: FeaturizeConfig,
+    serve: ServeConfig,
+    spec: FeatureSpec | None = None,
 ) -> list[RequestField]:
-    """The raw fields a client sends, derived from the pipeline's config."""
+    """The raw fields a client sends, derived from the pipeline's config; with the model's ``spec``,
+    optional only where training saw the field's feature missing (see :func:`honest`)."""
     base = feat.base
     base_cols = list(data.dtypes.get(base, {}))
     needed = {c for c in base_cols if c not in feat.exclude and c != clean.label.column}
@@ -100,6 +109,7 @@ def request_fields(
                 required=column in required,
                 lo=lo,
                 hi=hi,
+                feature=column,
             )
         )
     for join in feat.joins:
@@ -112,15 +122,47 @@ def request_fields(
             dtype = data.dtypes.get(join.table, {}).get(column, "Float64")
             fields.append(
                 RequestField(
-                    name=name, table=join.table, column=column, dtype=dtype, required=False, lo=lo, hi=hi
+                    name=name,
+                    table=join.table,
+                    column=column,
+                    dtype=dtype,
+                    required=False,
+                    lo=lo,
+                    hi=hi,
+                    feature=f"{join.prefix}{column}",
                 )
             )
     if "traffic" in feat.derived:
         fields.extend(
-            RequestField(name=c, table=base, column=c, dtype="Int32", required=False, lo=0, hi=10_000)
+            RequestField(
+                name=c, table=base, column=c, dtype="Int32", required=False, lo=0, hi=10_000, feature=c
+            )
             for c in OPTIONAL_DERIVED
         )
-    return fields
+    return fields if spec is None else honest(fields, spec)
+
+
+def honest(fields: list[RequestField], spec: FeatureSpec) -> list[RequestField]:
+    """Optional only what the model saw missing in training; everything else required.
+
+    A field that becomes a model input as it is may be left out when that input was missing in
+    the training data or is in an optional group the training masked (``featurize.optional``),
+    which also makes a ``drop_missing`` column optional (tailnum: rows without one are dropped in
+    clean, and the aircraft group is masked). A field the model never saw missing is required, or
+    a client leaving it out would get a score from inputs no training row had. Fields that only
+    feed derived features keep the config's rule.
+    """
+    inputs = set(spec.columns)
+    nullable = {f["name"] for f in spec.features if f.get("nullable")}
+    masked = {c for cols in spec.optional.values() for c in cols} if spec.mask_rate > 0 else set()
+    out = []
+    for f in fields:
+        if f.feature is None or f.feature not in inputs:
+            out.append(f)
+            continue
+        optional = f.feature in nullable and (not f.required or f.feature in masked)
+        out.append(f.model_copy(update={"required": not optional}))
+    return out
 
 
 def request_model(fields: list[RequestField], name: str = "Flight") -> type[BaseModel]:
@@ -167,7 +209,7 @@ class Scorer:
         )
         self.candidate: Candidate = load_candidate(folder)
         self.lookups = {p.stem: pl.read_parquet(p) for p in sorted((folder / "lookups").glob("*.parquet"))}
-        self.fields = request_fields(self.data, self.clean, self.feat, self.serve)
+        self.fields = request_fields(self.data, self.clean, self.feat, self.serve, self.spec)
         self.Record = request_model(self.fields)
 
     def check_servable(self) -> None:

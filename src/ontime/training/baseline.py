@@ -29,10 +29,11 @@ from ontime.config import StrictModel, load_params, section
 from ontime.config import seed as read_seed
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
-from ontime.spec import FeatureSpec, read_part
+from ontime.spec import FeatureSpec, mask_optional, read_part
 
 log = logging.getLogger(__name__)
 
+FITTING = ("train", "train_valid", "finetune")  # parts some candidate fits on
 # name -> (parts it trains on, part it stops early on)
 CANDIDATES = {
     "lgbm_train": (("train",), "train_valid"),
@@ -206,16 +207,18 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
     seed = read_seed(params)
     spec = FeatureSpec.load(spec_path)
     parts = {p: read_part(split_dir, p, spec) for p in ("train", "train_valid", "finetune", "finetune_valid")}
+    # Fitting rows with the optional groups blanked on a share of them (validation rows stay whole).
+    fitting = {p: mask_optional(parts[p], spec, seed=seed, part=p) for p in FITTING}
     metrics: dict[str, Any] = {}
     if cfg.cv_folds:
-        window = pl.concat([parts["train"], parts["train_valid"]], how="vertical_relaxed")
+        window = pl.concat([fitting["train"], parts["train_valid"]], how="vertical_relaxed")
         metrics["cv"] = cross_validate(window, spec, cfg, seed)
         log.info(
             "baseline cv: ROC AUC %.4f ± %.4f", metrics["cv"]["roc_auc_mean"], metrics["cv"]["roc_auc_std"]
         )
     models = {}
     for name, (train_parts, valid_part) in CANDIDATES.items():
-        train = pl.concat([parts[p] for p in train_parts], how="vertical_relaxed")
+        train = pl.concat([fitting[p] for p in train_parts], how="vertical_relaxed")
         valid = parts[valid_part]
         model = fit_lightgbm(
             train, valid, spec, cfg, seed, name=name, trained_on=train_parts, valid_on=valid_part

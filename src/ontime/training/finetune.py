@@ -20,7 +20,7 @@ from torch import nn
 from ontime.candidates.torch_model import TorchCandidate, load_torch_members, save_seed_bag
 from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
 from ontime.io import atomic_outputs, write_json
-from ontime.spec import FeatureSpec, read_part
+from ontime.spec import FeatureSpec, mask_optional, read_part
 from ontime.training.loop import Runtime, barrier, fingerprint, fit, setup_runtime
 from ontime.training.train import arrays
 
@@ -135,8 +135,9 @@ def main(
     spec = FeatureSpec.load(spec_path)
     base_path = Path(base_dir)
     bases = load_torch_members(base_path)  # one model, or each member of a seed bag
-    train_df = with_replay(
-        read_part(split_dir, "finetune", spec), read_part(split_dir, "train", spec), cfg.replay, seed(params)
+    recent, older = read_part(split_dir, "finetune", spec), read_part(split_dir, "train", spec)
+    train_df = mask_optional(
+        with_replay(recent, older, cfg.replay, seed(params)), spec, seed=seed(params), part="finetune"
     )
     valid_df = read_part(split_dir, "finetune_valid", spec)
     rt = setup_runtime(train_cfg.device, train_cfg.threads)

@@ -33,7 +33,7 @@ from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
 from ontime.models.mlp import MLP
 from ontime.models.preprocess import Preprocessor
-from ontime.spec import FeatureSpec, read_part
+from ontime.spec import FeatureSpec, mask_optional, read_part
 from ontime.training.loop import Arrays, Runtime, barrier, fingerprint, fit, setup_runtime
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def main(
     pre_cfg = section(params, "preprocess", PreprocessConfig, source=params_path)
     seed_ = seed(params)
     spec = FeatureSpec.load(spec_path)
-    train_df = read_part(split_dir, "train", spec)
+    train_df = mask_optional(read_part(split_dir, "train", spec), spec, seed=seed_, part="train")
     valid_df = read_part(split_dir, "train_valid", spec)
     rt = setup_runtime(train_cfg.device, train_cfg.threads)
     fp = fingerprint(

@@ -38,7 +38,7 @@ from ontime.config import (
 )
 from ontime.errors import ConfigError, OntimeError
 from ontime.io import atomic_outputs, write_json
-from ontime.spec import FeatureSpec, read_part
+from ontime.spec import FeatureSpec, mask_optional, read_part
 from ontime.training.loop import TrainingError, setup_runtime
 from ontime.training.train import train
 
@@ -272,7 +272,12 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
     configs(params, source=params_path)
     check_space(cfg, params, source=params_path)
     spec = FeatureSpec.load(spec_path)
-    train_df = recent_rows(read_part(split_dir, "train", spec), cfg.max_train_rows, spec.time_column)
+    train_df = mask_optional(
+        recent_rows(read_part(split_dir, "train", spec), cfg.max_train_rows, spec.time_column),
+        spec,
+        seed=seed(params),
+        part="train",
+    )
     valid_df = read_part(split_dir, "train_valid", spec)
     study = search(params, cfg, spec=spec, train_df=train_df, valid_df=valid_df)
     if len(study.trials) < cfg.n_trials:
