@@ -129,6 +129,8 @@ def collect_rules_for_flights() -> clean.TableRules:
         ranges={"month": (1, 12), "day": (1, 31)},
         outliers={},
         references={},
+        formats={},
+        normalize={},
     )
 
 

@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 from ontime.reports import monitor, reports
-from ontime.serving.requestlog import RequestLog, record
+from ontime.serving.requestlog import RequestLog, log_files, record
 from ontime.spec import FeatureSpec, read_part
 from tests.conftest import BIN, SHRUNK, compose_params, env
 
@@ -477,6 +477,56 @@ def test_monitor_refuses_bad_logs_with_clear_errors(
     with pytest.raises(DataError, match=r"no feature is left to drift-test \(carrier: null in every request"):
         run_monitor(served, write_log(tmp_path / "blank.jsonl", blank))
     assert not served["html"].exists()
+
+
+def test_monitor_reads_the_rotated_logs_oldest_first(
+    spec: FeatureSpec,
+    served: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A log rotated by the service's writer: every entry of every file, oldest first (a malformed
+    line in a rotated file counted); `ontime monitor` without --log reads $ONTIME_REQUEST_LOG."""
+    traffic = pl.read_parquet(served["reference"]).select(spec.columns).sample(300, seed=11)
+    path = tmp_path / "logs/requests.jsonl"
+    start = dt.datetime(2026, 11, 28, 15, tzinfo=dt.UTC)
+    writer = RequestLog(path, max_bytes=60_000, backups=20)
+    for i, row in enumerate(traffic.to_dicts()):  # one flight a request, as /predict_one
+        writer.write(
+            [
+                record(
+                    ts=start + dt.timedelta(seconds=i), request_id=f"r{i}", model_version="ontime-delay:test",
+                    features=row, probability=0.3, decision=0,
+                )
+            ]
+        )  # fmt: skip
+    writer.close()
+    files = log_files(path)
+    assert [f.name for f in files[-3:]] == ["requests.jsonl.2", "requests.jsonl.1", "requests.jsonl"]
+    assert len(files) >= 4
+    with files[1].open("a") as f:
+        f.write("not json\n")
+    requests = monitor.read_request_log(path, spec)
+    assert requests.files == [str(f) for f in files]
+    assert requests.features.height == 300
+    assert requests.skipped == 1
+    distance = traffic.get_column("distance").cast(pl.Float64).to_list()
+    assert requests.features.get_column("distance").to_list() == distance  # in the order written
+    assert (requests.first, requests.last) == (
+        dt.datetime(2026, 11, 28, 15),
+        dt.datetime(2026, 11, 28, 15, 4, 59),
+    )
+
+    monkeypatch.setenv("ONTIME_REQUEST_LOG", str(path))
+    code = monitor.main(
+        str(served["params"]), None, str(served["reference"]), str(served["spec"]),
+        str(served["workspace"]), str(served["html"]), str(served["pipeline"]),
+    )  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (summary["requests"], summary["skipped_lines"]) == (300, 1)
+    assert summary["log_files"] == [str(f) for f in files]
 
 
 def test_monitor_never_writes_into_a_folder_that_is_not_a_workspace(

@@ -161,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage(
         "clean",
         _clean,
-        "Validate ranges, columns and keys, null outliers, fill or drop missing values, de-duplicate, "
-        "derive the 0/1 label (params `clean`), and count what each rule did.",
+        "Validate ranges, formats (hhmm), columns and keys, normalise codes, null outliers, fill or drop "
+        "missing values, de-duplicate, derive the 0/1 label (params `clean`), and count what each rule did.",
     )
     p.add_argument("--raw", required=True, help="folder of raw tables (from collect)")
     p.add_argument("--out", required=True, help="output folder for cleaned tables")
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reports/monitoring` shows both), prints a JSON summary. Exit 0: no drift; 1: drift share "
         "above monitor.drift_share_threshold; 2: error.",
     )
-    p.add_argument("--log", default="logs/requests.jsonl", help="request log (default: %(default)s)")
+    p.add_argument("--log", help="request log, rotated files included (default: where the service logs)")
     p.add_argument(
         "--reference", default="data/split/train.parquet", help="reference rows (default: %(default)s)"
     )

@@ -59,6 +59,14 @@ class TableRules(StrictModel):
     ranges: dict[str, tuple[float, float]] = Field(description="valid [min, max]; else the stage fails")
     outliers: dict[str, tuple[float, float]] = Field(description="plausible [min, max]; else null")
     references: dict[str, str] = Field(description="column -> table.column; orphans are counted")
+    formats: dict[str, Literal["hhmm"]] = Field(
+        description="column -> format its values must have, else the stage fails (and a request is "
+        "rejected). hhmm: a clock time as an integer, hours 0-23 then minutes 00-59 (0 to 2359)"
+    )
+    normalize: dict[str, Literal["upper", "lower", "strip"]] = Field(
+        description="text column -> surrounding whitespace stripped, then upper- or lower-cased "
+        "(strip: only stripped); a blank value becomes missing. Offline and online alike"
+    )
 
 
 class LabelConfig(StrictModel):

@@ -1,8 +1,13 @@
 """clean: validate each raw table, apply the cleaning rules, derive the label, count what each rule did.
 
 Rules per table (``clean.tables.<name>``), in this order: ranges (a value outside fails the stage),
-outliers (implausible values become null), fill, drop_missing, de-duplication (exact rows, then key),
-references (orphan keys counted). The label table then gets ``label`` (0/1) from ``clean.label``.
+formats (a value not in its format, e.g. hhmm, fails the stage), normalize (text stripped and
+case-folded; blank becomes null), outliers (implausible values become null), fill, drop_missing,
+de-duplication (exact rows, then key), references (orphan keys counted). The label table then gets
+``label`` (0/1) from ``clean.label``.
+
+The row-wise rules (normalize, outliers, fill: :func:`apply_value_rules`) also run on every request
+the service scores; the failing ones (ranges, formats) are the request schema's bounds and formats.
 """
 
 from __future__ import annotations
@@ -39,9 +44,68 @@ def _numeric(df: pl.DataFrame, column: str, *, table: str, rule: str) -> None:
         )
 
 
+def _text(df: pl.DataFrame, column: str, *, table: str, rule: str) -> None:
+    if df.schema[column] != pl.String:
+        raise DataError(
+            f"table {table}: column {column!r} is {df.schema[column]}, but clean.tables.{table}."
+            f"{rule} needs text; declare it String in data.dtypes or drop the rule"
+        )
+
+
+def hhmm_violation(value: int) -> str | None:
+    """Why ``value`` is not an hhmm clock time (hours 0-23, minutes 00-59), or None when it is one."""
+    if value < 0 or value > 2359:
+        return f"{value} is not a valid hhmm time (must be 0 to 2359: hours 0-23, minutes 00-59)"
+    if value % 100 > 59:
+        return f"{value} is not a valid hhmm time (minutes must be 00-59)"
+    return None
+
+
+def not_hhmm(column: str) -> pl.Expr:
+    """True where ``column`` holds a value that is not an hhmm clock time (nulls are not checked)."""
+    c = pl.col(column)
+    return (c < 0) | (c > 2359) | (c % 100 > 59)
+
+
+FORMATS = {"hhmm": not_hhmm}
+FORMAT_HELP = {"hhmm": "hhmm clock times (an integer 0 to 2359: hours 0-23, then minutes 00-59)"}
+
+
+# The characters polars' ``str.strip_chars()`` strips (Unicode White_Space): Python's ``str.strip()``
+# would also strip the separators \x1c-\x1f, so the request schema uses this set to agree with clean.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def is_blank(value: str) -> bool:
+    """Empty or only whitespace: what :func:`normalized` turns into a missing value."""
+    return not value.strip(WHITESPACE)
+
+
+def normalized(column: str, mode: str) -> pl.Expr:
+    """``column`` stripped of surrounding whitespace and case-folded per ``mode``; blank -> null."""
+    text = pl.col(column).str.strip_chars()
+    if mode == "upper":
+        text = text.str.to_uppercase()
+    elif mode == "lower":
+        text = text.str.to_lowercase()
+    return pl.when(text == "").then(None).otherwise(text).alias(column)
+
+
 def apply_value_rules(df: pl.DataFrame, rules: TableRules) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Outliers to null, then fills: the row-wise rules, shared with online scoring."""
+    """Normalize text, outliers to null, then fills: the row-wise rules, shared with online scoring."""
     counts: dict[str, int] = {}
+    norms = {c: m for c, m in rules.normalize.items() if c in df.columns}
+    if norms:
+        exprs = [normalized(c, m) for c, m in sorted(norms.items())]
+        changed = df.select(
+            pl.col(c).ne_missing(e).sum().alias(c) for c, e in zip(sorted(norms), exprs, strict=True)
+        ).row(0, named=True)
+        counts.update({f"normalized_{c}": int(n) for c, n in changed.items()})
+        df = df.with_columns(exprs)
     nulled = []
     for column, (lo, hi) in sorted(rules.outliers.items()):
         if column not in df.columns:
@@ -68,6 +132,8 @@ def clean_table(df: pl.DataFrame, rules: TableRules, *, table: str) -> tuple[pl.
         ("ranges", list(rules.ranges)),
         ("outliers", list(rules.outliers)),
         ("references", list(rules.references)),
+        ("formats", list(rules.formats)),
+        ("normalize", list(rules.normalize)),
     ):
         _require(df, cols, table=table, rule=rule)
 
@@ -81,8 +147,24 @@ def clean_table(df: pl.DataFrame, rules: TableRules, *, table: str) -> tuple[pl.
                 f"or widen clean.tables.{table}.ranges.{column}"
             )
 
+    for column, fmt in sorted(rules.formats.items()):
+        if not df.schema[column].is_integer():
+            raise DataError(
+                f"table {table}: column {column!r} is {df.schema[column]}, but clean.tables.{table}."
+                f"formats.{column} ({fmt}) needs an integer; declare it Int32 or Int64 in data.dtypes"
+            )
+        bad = df.filter(FORMATS[fmt](column))
+        if bad.height:
+            raise DataError(
+                f"table {table}: column {column!r} has {bad.height} value(s) that are not "
+                f"{FORMAT_HELP[fmt]}, for example {bad.get_column(column)[0]!r}. Fix the source data "
+                f"or drop clean.tables.{table}.formats.{column}"
+            )
+
     for column in sorted(rules.outliers):
         _numeric(df, column, table=table, rule="outliers")
+    for column in sorted(rules.normalize):
+        _text(df, column, table=table, rule="normalize")
     df, changed = apply_value_rules(df, rules)
     counts.update(changed)
 

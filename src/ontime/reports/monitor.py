@@ -1,6 +1,7 @@
 """monitor: drift of served traffic (the service's request log) against the training reference.
 
-Reads the request log the service writes (JSON Lines, one scored flight a line: ``ts``,
+Reads the request log the service writes, its rotated files included (``log.N`` ... ``log.1``, then
+``log``: oldest first; JSON Lines, one scored flight a line: ``ts``,
 ``request_id``, ``model_version``, ``features`` (the model's feature columns after online
 featurization), ``probability``, ``decision``), compares its features with the training part
 (``data/split/train.parquet``) in an Evidently drift report, writes the report as HTML, adds the
@@ -72,6 +73,7 @@ from ontime.reports.reports import (
     save_html,
     snapshot_id,
 )
+from ontime.serving.requestlog import default_path, log_files, read_lines
 from ontime.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ class RequestLog:
     features: pl.DataFrame
     lines: int
     skipped: int
+    files: list[str]  # the files that held lines, oldest first (rotated ones, then the log)
     first: dt.datetime | None  # naive UTC, like every snapshot timestamp of the workspace
     last: dt.datetime | None
     model_versions: list[str]
@@ -139,20 +142,26 @@ def _valid(entry: Any, spec: FeatureSpec) -> bool:
 
 
 def read_request_log(path: str | Path, spec: FeatureSpec) -> RequestLog:
-    """Parse the log; malformed lines are counted and skipped, missing feature columns are an error."""
+    """Parse the log and its rotated files (``path.N`` ... ``path.1``, then ``path``: oldest first);
+    malformed lines are counted and skipped, missing feature columns are an error."""
     path = Path(path)
-    if not path.is_file():
+    files = log_files(path)
+    if not files:
         raise DataError(
-            f"{path}: request log not found; serve the model (it logs every request) or pass --log"
+            f"{path}: request log not found (nor rotated ones, {path.name}.1 ...); serve the model (it "
+            "logs every request) or pass --log"
         )
-    # (line number in the file, parsed JSON or None); blank lines are not requests, nor malformed
-    lines: list[tuple[int, Any]] = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    # (where: file:line, parsed JSON or None); blank lines are not requests, nor malformed
+    lines: list[tuple[str, Any]] = []
+    read: list[str] = []
+    for file, number, line in read_lines(path):
+        if not read or read[-1] != str(file):
+            read.append(str(file))
         if line.strip():
             try:
-                lines.append((number, json.loads(line)))
+                lines.append((f"{file.name}:{number}", json.loads(line.decode("utf-8", errors="replace"))))
             except ValueError:
-                lines.append((number, None))
+                lines.append((f"{file.name}:{number}", None))
     if not lines:
         raise DataError(f"{path}: the request log is empty; serve some requests before monitoring")
     seen = {
@@ -167,13 +176,13 @@ def read_request_log(path: str | Path, spec: FeatureSpec) -> RequestLog:
             f"{path}: feature column(s) {missing} of the spec are in no request; the service and the spec "
             "come from different models: monitor with the spec of the served model"
         )
-    checked = [(number, e, _valid(e, spec)) for number, e in lines]
+    checked = [(where, e, _valid(e, spec)) for where, e in lines]
     valid = [e for _, e, ok in checked if ok]
-    bad = [number for number, _, ok in checked if not ok]
+    bad = [where for where, _, ok in checked if not ok]
     if bad:
         log.warning(
             "monitor: %s: skipped %d malformed line(s) of %d (not JSON, no `features` object, a feature "
-            "missing or of the wrong type), e.g. line(s) %s",
+            "missing or of the wrong type), e.g. (file:line) %s",
             path,
             len(bad),
             len(lines),
@@ -192,6 +201,7 @@ def read_request_log(path: str | Path, spec: FeatureSpec) -> RequestLog:
         features=features.select(spec.columns),
         lines=len(lines),
         skipped=len(bad),
+        files=read,
         first=min(times, default=None),
         last=max(times, default=None),
         model_versions=sorted({str(e.get("model_version")) for e in valid}),
@@ -358,6 +368,7 @@ def monitor(
     summary = {
         "requests": requests.features.height,
         "skipped_lines": requests.skipped,
+        "log_files": requests.files,
         "from": requests.first.isoformat() if requests.first else None,
         "to": requests.last.isoformat() if requests.last else None,
         "model_versions": requests.model_versions,
@@ -413,7 +424,7 @@ def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Pro
 
 def main(
     params_path: str,
-    log_path: str,
+    log_path: str | None,
     reference_path: str,
     spec_path: str,
     workspace_dir: str,
@@ -423,9 +434,12 @@ def main(
     """Run the monitor; 0: no drift, 1: drift above ``monitor.drift_share_threshold`` (a DataError,
     exit 2 from the ``ontime`` command, for anything that stops it).
 
-    ``pipeline_workspace_dir``: the report stage's workspace, whose snapshots are copied into
-    ``workspace_dir`` (``refresh_pipeline_snapshots``); None: copy nothing.
+    ``log_path``: the request log (its rotated files are read too); None: where the service writes
+    it (``ontime.serving.requestlog.default_path``). ``pipeline_workspace_dir``: the report stage's
+    workspace, whose snapshots are copied into ``workspace_dir`` (``refresh_pipeline_snapshots``);
+    None: copy nothing.
     """
+    log_path = str(default_path()) if log_path is None else log_path
     params = load_params(params_path)
     cfg = section(params, "monitor", MonitorConfig, source=params_path)
     # the project, per-column threshold and summary length of the report stage

@@ -10,6 +10,7 @@ another port, up to ``BIND_ATTEMPTS`` times.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil  # a dependency of bentoml
 
 from ontime.errors import OntimeError
 
@@ -55,14 +57,25 @@ def free_port() -> int:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, then SIGKILL it if it has not exited within 30 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    """SIGTERM the process group (circus then stops its workers), then SIGKILL it if it has not
+    exited within 30 s, and any worker still alive. Circus starts every worker (one or more per
+    service) in a session of its own, out of the group: they are found as the server's children."""
+    if proc.poll() is not None:
+        return
+    try:
+        workers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    for worker in alive:  # psutil checks it is the same process (pid and start time), not a reuse
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
 
 
 def _since(output: Path, offset: int) -> str:

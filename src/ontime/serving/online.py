@@ -8,7 +8,19 @@ cleaned tables that featurize joins and the request does not carry (planes, airp
 The request schema is derived from the config, not written by hand: the base table's columns that
 features need (directly, through a derived group, as a join key or as the time column), plus the
 columns of joins listed in ``serve.request_tables`` (weather at the origin). Types come from
-``data.dtypes``, valid ranges from ``clean.tables.<table>.ranges``. A field is optional only when
+``data.dtypes``, and every rule of the clean stage holds for a request as it holds for the data:
+
+- an integer lies within its column type (Int32, Int64) and ``clean.tables.<table>.ranges``, and a
+  number within ``ranges``; outside, the request is rejected (the clean stage would fail);
+- a number outside ``clean.tables.<table>.outliers`` is accepted and treated as missing (the clean
+  stage nulls it), by :func:`~ontime.data.clean.apply_value_rules`, which scoring runs;
+- a column with a ``clean.tables.<table>.formats`` rule (hhmm) must have that format, else rejected;
+- text with a ``clean.tables.<table>.normalize`` rule is stripped and case-folded (``" ua "`` is
+  ``UA``) by ``apply_value_rules``; a blank value is missing, and rejected for a required field;
+- a date or date-time is an ISO 8601 string (numbers are rejected: no unix times), taken as UTC when
+  it has no offset, inside ``serve.time_window`` ([start, end) in UTC), else rejected.
+
+Each field's description in ``/docs.json`` says which of these apply. A field is optional only when
 the model saw its feature missing in training: missing in the data (weather gaps), or blanked on a
 share of the fitting rows because it is in a ``featurize.optional`` group (the aircraft, the
 schedule counts, the weather); a field left out is then missing exactly as training saw it. Every
@@ -21,17 +33,37 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
 
 from ontime.candidates import Candidate, load_candidate
-from ontime.config import CleanConfig, DataConfig, FeaturizeConfig, LabelConfig, StrictModel, section
-from ontime.data.clean import LABEL, apply_value_rules
+from ontime.config import (
+    CleanConfig,
+    DataConfig,
+    FeaturizeConfig,
+    LabelConfig,
+    StrictModel,
+    TableRules,
+    Window,
+    section,
+)
+from ontime.data.clean import LABEL, apply_value_rules, hhmm_violation, is_blank
 from ontime.data.collect import POLARS_DTYPES
 from ontime.data.featurize import GROUPS, featurize
 from ontime.errors import DataError
@@ -48,15 +80,32 @@ PY_TYPES: dict[str, Any] = {
     "Datetime": dt.datetime,
 }
 OPTIONAL_DERIVED = ("origin_hour_departures", "tail_leg_of_day", "tail_legs_of_day")
+# What an integer column can hold: a request value outside would overflow it when scored.
+INT_BOUNDS: dict[str, tuple[int, int]] = {"Int32": (-(2**31), 2**31 - 1), "Int64": (-(2**63), 2**63 - 1)}
+MAX_TEXT = 64  # characters of a text field
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")  # how an ISO 8601 date or date-time starts
+KINDS = {
+    "Int64": "Integer",
+    "Int32": "Integer",
+    "Float64": "Number",
+    "String": "Text",
+    "Boolean": "true or false",
+    "Date": "Date",
+    "Datetime": "Date-time",
+}
 
 
 class ServeConfig(StrictModel):
     request_tables: list[str] = Field(description="joined tables whose columns come in the request")
+    time_window: Window = Field(
+        description="[start, end) in UTC: the dates and times a request may carry (every Date or "
+        "Datetime field); outside, it is rejected as implausible (a typo, a unix time, a placeholder)"
+    )
     max_batch_size: int = Field(ge=1)
 
 
 class RequestField(BaseModel):
-    """One request field: where it goes, its type and rule."""
+    """One request field: where it goes, its type and the clean stage's rules for it."""
 
     model_config = ConfigDict(frozen=True)
     name: str
@@ -64,9 +113,54 @@ class RequestField(BaseModel):
     column: str
     dtype: str
     required: bool
-    lo: float | None = None
-    hi: float | None = None
+    # valid [lo, hi]: the column type's bounds and clean.tables.<table>.ranges; outside: rejected
+    lo: int | float | None = None
+    hi: int | float | None = None
+    ranged: bool = False  # whether lo/hi come from clean.tables.<table>.ranges
+    outliers: tuple[float, float] | None = None  # plausible range (clean outliers); outside: missing
+    format: Literal["hhmm"] | None = None  # clean.tables.<table>.formats
+    normalize: Literal["upper", "lower", "strip"] | None = None  # clean.tables.<table>.normalize
+    window: Window | None = None  # Date and Datetime fields: serve.time_window
     feature: str | None = None  # the model input it becomes as it is (None: it feeds derived ones)
+
+
+def make_field(
+    name: str,
+    *,
+    table: str,
+    column: str,
+    dtype: str,
+    required: bool,
+    rules: TableRules | None,
+    serve: ServeConfig,
+    feature: str | None,
+) -> RequestField:
+    """A request field with the clean stage's rules for ``table.column`` and its type's bounds."""
+    lo: int | float | None = None
+    hi: int | float | None = None
+    valid = rules.ranges.get(column) if rules else None
+    if dtype in INT_BOUNDS:
+        lo, hi = INT_BOUNDS[dtype]
+        if valid is not None:  # the range, in integers, within the type's bounds
+            lo = max(lo, math.ceil(valid[0])) if math.isfinite(valid[0]) else lo
+            hi = min(hi, math.floor(valid[1])) if math.isfinite(valid[1]) else hi
+    elif valid is not None:
+        lo, hi = valid
+    return RequestField(
+        name=name,
+        table=table,
+        column=column,
+        dtype=dtype,
+        required=required,
+        lo=lo,
+        hi=hi,
+        ranged=valid is not None,
+        outliers=rules.outliers.get(column) if rules else None,
+        format=rules.formats.get(column) if rules else None,
+        normalize=rules.normalize.get(column) if rules and dtype == "String" else None,
+        window=serve.time_window if dtype in ("Date", "Datetime") else None,
+        feature=feature,
+    )
 
 
 def request_fields(
@@ -95,43 +189,36 @@ def request_fields(
     }
     if feat.time_column:
         required.add(feat.time_column)
-    fields = []
-    for column in base_cols:
-        if column not in needed:
-            continue
-        lo, hi = rules.ranges.get(column, (None, None)) if rules else (None, None)
-        fields.append(
-            RequestField(
-                name=column,
-                table=base,
-                column=column,
-                dtype=data.dtypes[base][column],
-                required=column in required,
-                lo=lo,
-                hi=hi,
-                feature=column,
-            )
+    fields = [
+        make_field(
+            column,
+            table=base,
+            column=column,
+            dtype=data.dtypes[base][column],
+            required=column in required,
+            rules=rules,
+            serve=serve,
+            feature=column,
         )
+        for column in base_cols
+        if column in needed
+    ]
     for join in feat.joins:
         if join.table not in serve.request_tables:
             continue
-        table_rules = clean.tables.get(join.table)
-        for column in join.columns:
-            name = column if column not in base_cols else f"{join.prefix}{column}"
-            lo, hi = table_rules.ranges.get(column, (None, None)) if table_rules else (None, None)
-            dtype = data.dtypes.get(join.table, {}).get(column, "Float64")
-            fields.append(
-                RequestField(
-                    name=name,
-                    table=join.table,
-                    column=column,
-                    dtype=dtype,
-                    required=False,
-                    lo=lo,
-                    hi=hi,
-                    feature=f"{join.prefix}{column}",
-                )
+        fields.extend(
+            make_field(
+                column if column not in base_cols else f"{join.prefix}{column}",
+                table=join.table,
+                column=column,
+                dtype=data.dtypes.get(join.table, {}).get(column, "Float64"),
+                required=False,
+                rules=clean.tables.get(join.table),
+                serve=serve,
+                feature=f"{join.prefix}{column}",
             )
+            for column in join.columns
+        )
     if "traffic" in feat.derived:
         fields.extend(
             RequestField(
@@ -165,12 +252,135 @@ def honest(fields: list[RequestField], spec: FeatureSpec) -> list[RequestField]:
     return out
 
 
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def describe(f: RequestField) -> str:
+    """The field's type, valid values and what happens outside them, for ``/docs.json``."""
+    rules = f"clean.tables.{f.table}"
+    kind = KINDS[f.dtype] + (f" ({f.dtype})" if f.dtype in INT_BOUNDS or f.dtype == "Float64" else "")
+    parts = [kind]
+    if f.format == "hhmm":
+        parts[0] += (
+            ", a clock time as hhmm: hours 0-23, then minutes 00-59 (1530 is 15:30, 5 is 00:05, 0 is "
+            "midnight; 2400 is not one)"
+        )
+    elif f.dtype in ("Date", "Datetime"):
+        example = "2013-12-01" if f.dtype == "Date" else "2013-12-01T13:00:00Z"
+        parts[0] += f" as an ISO 8601 string (e.g. {example}); numbers (unix times) are rejected"
+        if f.dtype == "Datetime":
+            parts.append("without a UTC offset it is taken as UTC")
+    elif f.dtype == "String":
+        parts[0] += f", 1 to {MAX_TEXT} characters" + (", not blank" if f.required else "")
+    elif f.dtype == "Float64":
+        parts[0] += ", finite (NaN and Infinity are rejected)"
+    if f.lo is not None and f.hi is not None:
+        whole_type = (f.lo, f.hi) == INT_BOUNDS.get(f.dtype)
+        source = [f"{rules}.ranges"] if f.ranged else ([f"what an {f.dtype} holds"] if whole_type else [])
+        what = "outside"
+        if f.format is not None:
+            what, source = f"outside or not {f.format}", [*source, f"{rules}.formats"]
+        why = f" ({', '.join(source)})" if source else ""
+        clean = ", as the clean stage fails on it" if f.ranged or f.format else ""
+        parts.append(f"valid from {_num(f.lo)} to {_num(f.hi)}; {what}: rejected{clean}{why}")
+    elif f.format is not None:
+        parts.append(f"not {f.format}: rejected, as the clean stage fails on it ({rules}.formats)")
+    if f.outliers is not None:
+        lo, hi = f.outliers
+        parts.append(
+            f"plausible from {_num(lo)} to {_num(hi)}; outside: treated as missing, as the clean "
+            f"stage does ({rules}.outliers)"
+        )
+    if f.normalize is not None:
+        how = {"upper": " and upper-cased", "lower": " and lower-cased", "strip": ""}[f.normalize]
+        blank = "" if f.required else "; blank: treated as missing"
+        parts.append(
+            f"surrounding whitespace is stripped{how}, as the clean stage does ({rules}.normalize)" + blank
+        )
+    if f.window is not None:
+        parts.append(
+            f"from {f.window.start} (inclusive) to {f.window.end} (exclusive) UTC; outside: rejected "
+            "(serve.time_window)"
+        )
+    need = (
+        "Required."
+        if f.required
+        else "Optional: leave it out (or null) when unknown; it is then missing, as training saw it."
+    )
+    return "; ".join(parts) + ". " + need
+
+
+def _hhmm(name: str) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        problem = hhmm_violation(value)
+        if problem is not None:
+            raise PydanticCustomError(
+                "hhmm_format", "{field}: {problem}", {"field": name, "problem": problem}
+            )
+        return value
+
+    return check
+
+
+def _not_blank(name: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if is_blank(value):
+            raise PydanticCustomError("blank", "{field}: must not be blank (it is required)", {"field": name})
+        return value
+
+    return check
+
+
+def _iso_text(name: str, dtype: str) -> Callable[[Any], Any]:
+    """Only an ISO 8601 string (or a date/datetime object, e.g. from a Parquet file) reaches pydantic's
+    parser, which in lax mode would also take numbers, and digit strings, as unix times."""
+    example = "2013-12-01" if dtype == "Date" else "2013-12-01T13:00:00Z"
+
+    def check(value: Any) -> Any:
+        if isinstance(value, dt.date) or (isinstance(value, str) and ISO_DATE.match(value)):
+            return value
+        raise PydanticCustomError(
+            "iso_8601",
+            "{field}: {value} is not an ISO 8601 {what} string (e.g. {example})",
+            {"field": name, "value": repr(value), "what": KINDS[dtype].lower(), "example": example},
+        )
+
+    return check
+
+
+def _in_window(name: str, window: Window) -> Callable[[Any], Any]:
+    start = dt.datetime.combine(window.start, dt.time(), dt.UTC)
+    end = dt.datetime.combine(window.end, dt.time(), dt.UTC)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            try:
+                utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+                inside = start <= utc < end
+            except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00: past year 9999 in UTC
+                inside = False
+        else:
+            inside = window.start <= value < window.end
+        if not inside:
+            raise PydanticCustomError(
+                "time_window",
+                "{field}: {value} is outside [{start}, {end}) UTC, the plausible window (serve.time_window)",
+                {"field": name, "value": value.isoformat(), "start": window.start, "end": window.end},
+            )
+        return value
+
+    return check
+
+
 def request_model(fields: list[RequestField], name: str = "Flight") -> type[BaseModel]:
-    """A pydantic model of one record: types, ranges, required vs optional; unknown fields rejected."""
+    """A pydantic model of one record: types, bounds, formats, time window, required vs optional, a
+    description of each (``/docs.json``); unknown fields rejected."""
     definitions: dict[str, Any] = {}
     for f in fields:
         kind = PY_TYPES[f.dtype]
         constraints: dict[str, Any] = {}
+        validators: list[Any] = []
         if f.lo is not None:
             constraints["ge"] = f.lo
         if f.hi is not None:
@@ -179,9 +389,22 @@ def request_model(fields: list[RequestField], name: str = "Flight") -> type[Base
             constraints["allow_inf_nan"] = False
         if kind is str:
             constraints["min_length"] = 1
-            constraints["max_length"] = 64
-        annotated = Annotated[kind, Field(**constraints)]  # type: ignore[valid-type]
-        definitions[f.name] = (annotated, ...) if f.required else (annotated | None, None)
+            constraints["max_length"] = MAX_TEXT
+            if f.required:
+                validators.append(AfterValidator(_not_blank(f.name)))
+        if f.format == "hhmm":
+            validators.append(AfterValidator(_hhmm(f.name)))
+        if kind in (dt.date, dt.datetime):
+            validators.append(BeforeValidator(_iso_text(f.name, f.dtype)))
+        if f.window is not None:
+            validators.append(AfterValidator(_in_window(f.name, f.window)))
+        annotated = Annotated[(kind, Field(**constraints), *validators)]  # type: ignore[valid-type]
+        # the description on the field itself, so /docs.json shows it beside the field, optional or not
+        definitions[f.name] = (
+            (annotated, Field(description=describe(f)))
+            if f.required
+            else (annotated | None, Field(None, description=describe(f)))
+        )
     config = ConfigDict(extra="forbid", strict=False, ser_json_inf_nan="strings")
     return create_model(name, __config__=config, **definitions)
 

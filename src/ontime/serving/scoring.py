@@ -1,0 +1,65 @@
+"""The service's inner step: score a batch of validated flights in one call, answer per flight.
+
+Under adaptive batching the rows of several requests arrive together, so a batch must never fail
+its batch mates for one row. A flight whose probability is not finite gets a 422 of its own (the
+model scored the batch; that row's answer is NaN). Scoring itself does not raise for a flight the
+request schema accepts (every value fits its column type, range and format); if it raises all the
+same, that is a bug: every flight of the batch gets a 500, the traceback is logged once, and
+nothing is scored again (re-scoring row by row took seconds per request, so the batching queue shed
+the batch mates' requests with 503s).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ontime.serving.online import Scorer
+
+# A child of BentoML's logger, so `bentoml serve` prints it with its own (worker-tagged) lines.
+log = logging.getLogger("bentoml.ontime")
+
+F32_MAX = float(np.finfo(np.float32).max)
+INTERNAL = "internal error while scoring; the server log has the traceback"
+
+
+class Scored(BaseModel):
+    """The inner step's answer for one flight."""
+
+    probability: float | None = Field(description="null when the flight could not be scored")
+    features: dict[str, Any] = Field(description="the model's feature columns for the flight")
+    error: str | None = None
+    status: int = 200
+
+
+def score_flights(scorer: Scorer, records: list[dict[str, Any]]) -> list[Scored]:
+    """One answer per record, in order, from ONE scoring call: a probability and the features, a
+    422 for a row whose probability is not finite, or a 500 for every row when the call raises."""
+    if not records:
+        return []
+    try:
+        features, probs = scorer.predict_frame(scorer.frame(records))
+    except Exception:
+        log.exception(
+            "scoring a batch of %d flight(s) failed: all answered 500, none re-scored", len(records)
+        )
+        return [Scored(probability=None, features={}, error=INTERNAL, status=500) for _ in records]
+    return [_scored(row, float(p)) for row, p in zip(features.to_dicts(), probs, strict=True)]
+
+
+def _scored(features: dict[str, Any], p: float) -> Scored:
+    if math.isfinite(p):
+        return Scored(probability=p, features=features)
+    bad = {k for k, v in features.items() if isinstance(v, float) and not abs(v) <= F32_MAX}
+    huge = [f"{k}={features[k]!r}" for k in sorted(bad)]
+    hint = f" ({', '.join(huge)} is outside the range the model computes in)" if huge else ""
+    return Scored(
+        probability=None,
+        features={k: None if k in bad else v for k, v in features.items()},
+        error=f"the model gives no finite probability for this flight{hint}; check its numeric fields",
+        status=422,
+    )
