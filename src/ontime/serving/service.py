@@ -409,7 +409,14 @@ class OntimeDelay:
         """The scorer's answers, or the error response when it did not answer in time or at all."""
         try:
             async with asyncio.timeout(TIMEOUT_S):
-                raw = await self.scoring.to_async.score_batch(flights=records)
+                try:
+                    raw = await self.scoring.to_async.score_batch(flights=records)
+                except (aiohttp.ClientError, OSError) as exc:
+                    # A kept-alive connection the scorer closed while idle (its keep-alive timeout)
+                    # fails on write ("Can not write request body"); scoring is pure, so one retry
+                    # on a fresh connection is safe. A scorer that is really down fails again.
+                    log.info("scoring %d flight(s): retrying once after %s", len(records), exc)
+                    raw = await self.scoring.to_async.score_batch(flights=records)
         except TimeoutError:
             log.warning("scoring %d flight(s) took over %d s: answered 504", len(records), TIMEOUT_S)
             return error_response(504, f"scoring took over {TIMEOUT_S} s; retry later")
