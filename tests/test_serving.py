@@ -766,3 +766,14 @@ def test_leaving_optional_groups_out_costs_little(server: Server, scorer: Scorer
     for group, (d_auc, d_mean) in table.items():
         assert abs(d_mean) <= 0.05, (group, table)
         assert d_auc >= -0.1, (group, table)
+
+
+def test_a_request_after_an_idle_pause_is_answered(
+    server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    # The public service keeps its connection to the internal scorer alive; the scorer closes it
+    # after its keep-alive timeout (uvicorn: 5 s). The next request must still get 200, not a 503.
+    rows = request_rows(scorer, flights[0])[:1]
+    first = server.predict(rows)["predictions"][0]["delay_probability"]
+    time.sleep(7)
+    assert server.predict(rows)["predictions"][0]["delay_probability"] == pytest.approx(first, abs=1e-9)
