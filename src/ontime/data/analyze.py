@@ -86,6 +86,11 @@ class AnalyzeConfig(StrictModel):
     cv_folds: int = Field(ge=2, description="folds of the out-of-fold target encoding (categoricals)")
     smoothing: float = Field(ge=0, description="prior weight, in rows, of the smoothed target encoding")
     min_category_rows: int = Field(ge=1, description="rarer categories are encoded as the prior")
+    max_source_r2: float = Field(
+        gt=0, le=1,
+        description="the label's source column (e.g. a rating the label thresholds) explained by a "
+        "linear model of a few features at or above this out-of-fold R^2: those features leak jointly",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AnalyzeConfig:

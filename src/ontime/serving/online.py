@@ -102,6 +102,14 @@ class ServeConfig(StrictModel):
         "Datetime field); outside, it is rejected as implausible (a typo, a unix time, a placeholder)"
     )
     max_batch_size: int = Field(ge=1)
+    records: str = Field(description="the request's list of records: POST /predict {records: [...]}")
+    record: str = Field(description="POST /predict_one {record: {...}}; also the schema's name")
+    probability: str = Field(description="the answer's probability field")
+    positive: str = Field(description="the answer's decision field: probability >= threshold")
+    model_name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+        description="the model's name in BentoML's store (lower-case letters, digits, -, _, .)",
+    )
 
 
 class RequestField(BaseModel):
