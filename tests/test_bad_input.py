@@ -174,6 +174,7 @@ def test_sql_source_reads_a_query(work: Path, monkeypatch: pytest.MonkeyPatch) -
         "data.source=sql",
         f"data.uri=sqlite:///{db}",
         "data.tables.table='SELECT * FROM t WHERE n < 30'",
+        f"data.dep={db}",  # collect's DVC dependency: the database file
     )
     run_stage(work, "collect", params, monkeypatch)
     raw = pl.read_parquet(work / "data/raw/table.parquet")
@@ -185,7 +186,11 @@ def test_sql_source_reads_a_query(work: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_bad_sql_query(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = make_sqlite(work / "data/external/db.sqlite")
     params = table_params(
-        work, "data.source=sql", f"data.uri=sqlite:///{db}", "data.tables.table='SELECT * FROM nope'"
+        work,
+        "data.source=sql",
+        f"data.uri=sqlite:///{db}",
+        "data.tables.table='SELECT * FROM nope'",
+        f"data.dep={db}",
     )
     with pytest.raises(
         DataError, match=r"table table: SQL query failed: no such table: nope.*fix data.tables.table"

@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         _tune,
         "Bayesian hyperparameter search (optuna TPE, params `tune`) on the train part, scored on "
         "train_valid; writes trials.csv, best_params.json and best_overrides.txt "
-        "(apply with `dvc exp run $(cat reports/tune/best_overrides.txt)`).",
+        "(apply with `eval \"dvc exp run $(cat reports/tune/best_overrides.txt)\"`: the data side of "
+        "the run first, then the winning values).",
     )
     p.add_argument("--split", required=True, help="folder of split parts")
     p.add_argument("--spec", required=True, help="feature spec (spec.json)")
@@ -297,24 +298,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage(
         "package",
         _package,
-        "Save the champion as a bundle (champion files, lookup tables, version) in the BentoML model "
-        "store as `ontime-delay` (in $BENTOML_HOME, default ~/bentoml) and build a Bento from the "
-        "bentofile (params `serve`).",
+        "Save the champion as a bundle (champion files, lookup tables, the recorded schema, version) "
+        "in the BentoML model store as params `serve.model_name` (`ontime-delay` for the default "
+        "data; in $BENTOML_HOME, default ~/bentoml) and build a Bento from the bentofile (params "
+        "`serve`: the API's names, batch size, time window).",
     )
     p.add_argument("--champion", required=True, help="champion folder (from select)")
-    p.add_argument("--clean", required=True, help="folder of cleaned tables (lookups: planes, airports)")
+    p.add_argument(
+        "--clean",
+        required=True,
+        help="folder of cleaned tables: the lookups (planes, airports) and schema.json, the recorded "
+        "schema the request fields come from",
+    )
     p.add_argument("--out", required=True, help="JSON file: the model and Bento tags")
     p.add_argument("--bentofile", default="bentofile.yaml", help="Bento build file (default: %(default)s)")
     p.add_argument("--build-ctx", default="src", help="Bento build context (default: %(default)s)")
 
     p = sub.add_parser(
         "predict",
-        help="Score a file of flights (Parquet or CSV, the data's raw fields) with a packaged model.",
+        help="Score a file of records (Parquet or CSV, the data's raw fields) with a packaged model.",
         description="Score a file of raw rows with the same validation and scoring as the service; "
-        "write the input rows plus delay_probability, delayed and model_version as Parquet. Columns "
+        "write the input rows plus the model's params serve.probability and serve.positive columns "
+        "(delay_probability and delayed for the default data) and model_version as Parquet. Columns "
         "that are not request fields are carried through unscored.",
     )
-    p.add_argument("--input", required=True, help="Parquet or CSV file of flights")
+    p.add_argument("--input", required=True, help="Parquet or CSV file of records (e.g. flights)")
     p.add_argument("--output", required=True, help="Parquet file to write")
     p.add_argument(
         "--model",
@@ -375,9 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "registry",
         help="Model registry: list versions, promote, roll back, serve by stage, prune the BentoML store.",
-        description="The champion is the DVC artifact `ontime-delay`; versions (`ontime-delay@v1.2.0`) "
-        "and stage assignments (`ontime-delay#prod#3`) are git tags in GTO's format. Each version's "
-        "commit names, in models/package.json, the pinned model and Bento it serves.",
+        description="The champion is the DVC artifact `ontime-delay` (whatever the data); versions "
+        "(`ontime-delay@v1.2.0`) and stage assignments (`ontime-delay#prod#3`) are git tags in GTO's "
+        "format. Each version's commit names, in models/package.json, the pinned model (named "
+        "params serve.model_name in BentoML's store) and Bento it serves.",
     )
     acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     acts.add_parser("list", help="every version: commit, champion, stages, model tag")
@@ -395,7 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--stage", default="prod", help="(default: %(default)s)")
     a.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
     a.add_argument("--port", type=int, default=3000, help="(default: %(default)s)")
-    a = acts.add_parser("prune", help="delete ontime-delay models/Bentos no version or workspace names")
+    a = acts.add_parser(
+        "prune",
+        help="delete this repository's models/Bentos (the names package.json files, params "
+        "serve.model_name and the bentofile use) that no version or the workspace names",
+    )
     a.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     p.set_defaults(run=_registry)
     return parser

@@ -39,9 +39,9 @@ class DataConfig(StrictModel):
         "and the schema collect used is recorded in data/raw/schema.json"
     )
     null_values: list[str]
-    mixed_types: Literal["fail", "null", "categorical"] = Field(
+    mixed_types: Literal["fail", "missing", "categorical"] = Field(
         description="an undeclared column whose values are nearly all numbers but a few are not (a "
-        "stray 'abc'): fail (name the column, count and examples), null (those values become "
+        "stray 'abc'): fail (name the column, count and examples), missing (those values become "
         "missing) or categorical (the column stays text)"
     )
     dep: str = Field(

@@ -13,26 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ontime.errors import ConfigError
-
-
-def compose(config_dir: str | Path = "conf", overrides: Sequence[str] = ()) -> str:
-    """Return the YAML text DVC would write for ``conf/config.yaml`` with ``overrides``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    config_dir = Path(config_dir).resolve()
-    if not (config_dir / "config.yaml").is_file():
-        raise ConfigError(f"{config_dir}/config.yaml not found; run from the repository root")
-    try:
-        with initialize_config_dir(str(config_dir), version_base=None):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
-        OmegaConf.resolve(cfg)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"cannot compose {config_dir}: {exc}") from exc
-    return OmegaConf.to_yaml(cfg)
+from ontime.overrides import compose
 
 
 def validate(params: dict[str, Any], *, source: str = "params") -> None:

@@ -12,6 +12,7 @@ the service scores; the failing ones (ranges, formats) are the request schema's 
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from typing import Any
 import polars as pl
 
 from ontime.config import CleanConfig, LabelConfig, TableRules, load_params, section
+from ontime.data.collect import SCHEMA_FILE, record_schema
 from ontime.errors import DataError
-from ontime.io import atomic_outputs, write_json, write_parquet
+from ontime.io import atomic_outputs, read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +207,23 @@ def count_orphans(tables: dict[str, pl.DataFrame], rules: dict[str, TableRules])
 def add_label(df: pl.DataFrame, cfg: LabelConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Add the 0/1 ``label`` column; rows without a target are positive or dropped per config."""
     table, column = cfg.table, cfg.column
-    _require(df, [column], table=table, rule="label")
+    if column not in df.columns:
+        close = difflib.get_close_matches(column, df.columns, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise DataError(
+            f"table {table}: the label column {column!r} (clean.label.column) does not exist; its "
+            f"columns are {df.columns}{hint} Set clean.label.column to the target column, e.g. "
+            f"`-S clean.label.column={close[0] if close else '<column>'}` (or clean.label.table "
+            "when the target is in another table)"
+        )
     target = pl.col(column)
     if cfg.threshold is not None:
-        _numeric(df, column, table=table, rule="label.threshold")
+        if not df.schema[column].is_numeric():
+            raise DataError(
+                f"table {table}: label column {column!r} is {df.schema[column]}, but "
+                "clean.label.threshold needs a number; set clean.label.positive_value instead, or "
+                f"declare data.dtypes.{table}.{column} numeric"
+            )
         positive = target >= cfg.threshold
     elif cfg.positive_value is not None:
         positive = target == cfg.positive_value
@@ -261,13 +276,31 @@ def clean(
     return out, metrics
 
 
+def raw_schema(raw_dir: Path) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """From collect's ``schema.json``: the declared columns (table -> column -> type) and the
+    dropped ones (table -> column -> why). Empty when the file is absent (an older data/raw)."""
+    path = raw_dir / SCHEMA_FILE
+    if not path.is_file():
+        log.info("clean: %s not found; the cleaned schema marks no column as declared", path)
+        return {}, {}
+    schema = read_json(path)
+    declared = {
+        table: {c: col["dtype"] for c, col in info["columns"].items() if col["declared"]}
+        for table, info in schema["tables"].items()
+    }
+    return declared, schema["dropped"]
+
+
 def main(params_path: str, raw_dir: str, out_dir: str, metrics_path: str) -> None:
     cfg = section(load_params(params_path), "clean", CleanConfig, source=params_path)
     raw = Path(raw_dir)
+    # Tables are the Parquet files only: schema.json beside them describes them.
     tables = {p.stem: pl.read_parquet(p) for p in sorted(raw.glob("*.parquet"))}
+    declared, dropped = raw_schema(raw)
     cleaned, metrics = clean(tables, cfg)
     with atomic_outputs(out_dir, metrics_path) as (tmp_dir, tmp_metrics):
         tmp_dir.mkdir()
         for table, df in cleaned.items():
             write_parquet(df, tmp_dir / f"{table}.parquet")
+        write_json(tmp_dir / SCHEMA_FILE, record_schema(cleaned, declared, dropped))
         write_json(tmp_metrics, metrics)

@@ -1,9 +1,16 @@
 """split: cut the feature table into train / fine-tune / test parts, each window with a validation part.
 
-``time`` (default): half-open date windows in the time column's own time zone; the last
-``valid_days`` days of the train and fine-tune windows are their validation parts, so validation is
-always later than what the model trains on. ``random`` / ``stratified``: seeded shuffles for data
-without time (stratified keeps the label rate equal across parts).
+``time`` (default): half-open date windows in the time column's own time zone. The end of the
+train and fine-tune windows is their validation part, so validation is always later than what the
+model trains on: the last ``valid_days`` days, or the last ``valid_rows`` rows, or the last
+``valid_share`` of the window's rows (rounded; at least one row, and one left to train on) in time
+order. Rows and shares suit coarse time (a year or a month per row), where the last days of a
+window hold no rows. Rows at the same time have no order between them: where the cut falls inside
+such a tie (every row of a yearly table), the validation rows among the tied ones are a seeded
+random draw, never the file's order (a file sorted by species would validate on one species).
+``random`` / ``stratified``: seeded shuffles for data without time (stratified keeps the label rate
+equal across parts); ``fractions`` and ``valid_fraction`` size the parts, and
+``valid_days`` / ``valid_rows`` / ``valid_share`` do not apply.
 """
 
 from __future__ import annotations
@@ -33,8 +40,18 @@ def _at(day: dt.date, dtype: pl.DataType) -> pl.Expr:
     return pl.lit(day)
 
 
-def time_split(df: pl.DataFrame, cfg: SplitConfig, time_column: str) -> dict[str, pl.DataFrame]:
-    """Date windows; the last ``valid_days`` of train and fine-tune windows are validation."""
+def _n_valid(n: int, cfg: SplitConfig) -> int:
+    """Rows of an ``n``-row window that validate, by ``valid_rows`` or ``valid_share``."""
+    if cfg.valid_rows is not None:
+        return min(cfg.valid_rows, n)
+    assert cfg.valid_share is not None
+    return max(min(max(round(cfg.valid_share * n), 1), n - 1), 0)
+
+
+def time_split(
+    df: pl.DataFrame, cfg: SplitConfig, time_column: str, seed: int = 0
+) -> dict[str, pl.DataFrame]:
+    """Date windows; the end of the train and fine-tune windows (days, rows or share) validates."""
     dtype = df.schema[time_column]
     t = pl.col(time_column)
     parts: dict[str, pl.DataFrame] = {}
@@ -44,10 +61,74 @@ def time_split(df: pl.DataFrame, cfg: SplitConfig, time_column: str) -> dict[str
         if name == "test":
             parts["test"] = inside
             continue
-        cut = _at(window.end - dt.timedelta(days=cfg.valid_days), dtype)
-        parts[name] = inside.filter(t < cut)
-        parts[f"{name}_valid"] = inside.filter(t >= cut)
+        if cfg.valid_days is not None:
+            cut = _at(window.end - dt.timedelta(days=cfg.valid_days), dtype)
+            parts[name] = inside.filter(t < cut)
+            parts[f"{name}_valid"] = inside.filter(t >= cut)
+            continue
+        # In time order; rows at the same time in a seeded random order (ties have none of their
+        # own), then back in the table's order within each part.
+        draw = np.random.default_rng([seed, len(name)]).permutation(inside.height)
+        ordered = inside.with_row_index("_row").with_columns(pl.Series("_draw", draw))
+        ordered = ordered.sort(time_column, "_draw")
+        n_train = inside.height - _n_valid(inside.height, cfg)
+        parts[name] = ordered.head(n_train).sort("_row").drop("_row", "_draw")
+        parts[f"{name}_valid"] = ordered.slice(n_train).sort("_row").drop("_row", "_draw")
     return parts
+
+
+def coarse_time(values: pl.Series) -> str | None:
+    """``yearly`` when every value is Jan 1 at midnight, ``monthly`` when every one is a 1st at
+    midnight (a year or a month read as a time), else None."""
+    present = values.drop_nulls()
+    if present.len() == 0:
+        return None
+    midnight = (
+        (present.dt.hour() == 0) & (present.dt.minute() == 0) & (present.dt.second() == 0)
+        if isinstance(present.dtype, pl.Datetime)
+        else pl.Series([True] * present.len())
+    )
+    first = midnight & (present.dt.day() == 1)
+    if (first & (present.dt.month() == 1)).all():
+        return "yearly"
+    return "monthly" if first.all() else None
+
+
+def _time_hint(name: str, parts: dict[str, pl.DataFrame], values: pl.Series, cfg: SplitConfig) -> str:
+    """Why part ``name`` of a time split is empty, and the setting that fixes it."""
+    window = name.removesuffix("_valid")
+    w = cfg.windows[window]  # type: ignore[index]
+    rows = parts[window].height + (parts[f"{window}_valid"].height if window != "test" else 0)
+    span = f"the data spans {values.min()!s} to {values.max()!s}"
+    if rows == 0:
+        where = f"split.windows.{window} [{w.start}, {w.end})"
+        return f" ({where} holds no rows; {span}); fix split.windows.{window}"
+    if cfg.valid_days is not None:
+        coarse = coarse_time(values)
+        if coarse:
+            return (
+                f" ({span}); the time column is coarse ({coarse}): set split.valid_days=null and "
+                "split.valid_share=0.2 (or valid_rows)"
+            )
+        if name.endswith("_valid"):
+            return (
+                f" (the last split.valid_days={cfg.valid_days} days of split.windows.{window} "
+                f"[{w.start}, {w.end}) hold no rows; {span}); raise split.valid_days, or set it null "
+                "and split.valid_share=0.2"
+            )
+        return (
+            f" (split.valid_days={cfg.valid_days} covers all {rows} rows of split.windows.{window} "
+            f"[{w.start}, {w.end})); lower split.valid_days or widen the window"
+        )
+    if cfg.valid_rows is not None and cfg.valid_rows >= rows:
+        return (
+            f" (split.windows.{window} holds {rows} rows and split.valid_rows={cfg.valid_rows} takes "
+            f"them all); lower split.valid_rows below {rows} or widen split.windows.{window}"
+        )
+    return (
+        f" (split.windows.{window} holds {rows} row(s): too few for a validation part and a part to "
+        f"train on); widen split.windows.{window}"
+    )
 
 
 def random_split(df: pl.DataFrame, cfg: SplitConfig, seed: int, *, stratify: bool) -> dict[str, pl.DataFrame]:
@@ -78,17 +159,19 @@ def split(df: pl.DataFrame, spec: dict[str, Any], cfg: SplitConfig, seed: int) -
                 "split.method is time, but the data has no time column (featurize.time_column "
                 "is null); set split.method to random or stratified"
             )
-        parts = time_split(df, cfg, time_column)
+        parts = time_split(df, cfg, time_column, seed)
     else:
         parts = random_split(df, cfg, seed, stratify=cfg.method == "stratified")
     for name in PARTS:
         if parts[name].height == 0:
-            where = ""
             if cfg.method == "time":
-                t = df.get_column(spec["time_column"])
-                span = f"{t.min()!s} to {t.max()!s}"
-                where = f" (the data spans {span}); fix split.windows or split.valid_days"
-            raise DataError(f"split part {name!r} has no rows{where}")
+                hint = _time_hint(name, parts, df.get_column(spec["time_column"]), cfg)
+            else:
+                hint = (
+                    f" (the data has {df.height} rows); use more rows, or raise split.fractions or "
+                    "split.valid_fraction"
+                )
+            raise DataError(f"split part {name!r} has no rows{hint}")
     return parts
 
 

@@ -8,7 +8,10 @@ search that ``timeout_s`` does not cut short picks the same best params on every
 
 ``max_train_rows`` keeps the last rows of the train part in time order: the most recent weeks, the
 nearest to the validation days, at a bounded cost per trial. ``best_overrides.txt`` then applies the
-winner to the full train stage: ``dvc exp run $(cat tune/best_overrides.txt)``.
+winner to the full train stage of the same run:
+``eval "dvc exp run $(cat reports/tune/best_overrides.txt)"``. Its ``-S`` arguments first rebuild the
+data side of the ``params.yaml`` the search ran with (``DATA_SECTIONS`` as overrides of ``conf/``:
+``data=table``, the table, the label ...), then set the winning values; each is shell-quoted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import csv
 import logging
 import math
 import re
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -38,6 +43,7 @@ from ontime.config import (
 )
 from ontime.errors import ConfigError, OntimeError
 from ontime.io import atomic_outputs, write_json
+from ontime.overrides import overrides_for
 from ontime.spec import FeatureSpec, mask_optional, read_part
 from ontime.training.loop import TrainingError, setup_runtime
 from ontime.training.train import train
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 
 Value = float | int | str | bool
 SECTIONS = ("train", "model", "preprocess")
+# what best_overrides.txt rebuilds besides the winner: the data a run learned from, as conf/ overrides
+DATA_SECTIONS = ("data", "clean", "featurize", "split", "serve", "seed")
 TRIAL_ERRORS = (TrainingError, ConfigError, ValueError)  # a bad combination fails its trial only
 # string choices pass unquoted through the shell and Hydra's override grammar, and stay strings there
 _PLAIN = re.compile(r"(?!(?i:true|false|null|inf|nan)$)[A-Za-z_][A-Za-z0-9_-]*")
@@ -120,6 +128,16 @@ def fmt(value: Value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def overrides_line(data: Sequence[str], values: dict[str, Value]) -> str:
+    """``best_overrides.txt``: ``-S`` arguments of ``dvc exp run``, the ``data`` overrides first.
+
+    Each override is shell-quoted (a plain word stays as it is), so ``eval "dvc exp run $(cat FILE)"``
+    passes it as one argument; a line of plain words also works unquoted, ``dvc exp run $(cat FILE)``.
+    """
+    words = [*data, *(f"{key}={fmt(value)}" for key, value in values.items())]
+    return " ".join(f"-S {shlex.quote(word)}" for word in words)
 
 
 def with_values(params: dict[str, Any], values: dict[str, Value], *, epochs: int) -> dict[str, Any]:
@@ -253,7 +271,14 @@ def write_trials(path: Path, study: optuna.Study, keys: list[str]) -> None:
         csv.writer(f, lineterminator="\n").writerows(rows)
 
 
-def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics_path: str) -> None:
+def main(
+    params_path: str,
+    split_dir: str,
+    spec_path: str,
+    out_dir: str,
+    metrics_path: str,
+    config_dir: str = "conf",
+) -> None:
     """Search the ``tune`` section's space, then write the results atomically.
 
     Args:
@@ -262,15 +287,18 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
         spec_path: the feature spec written by featurize.
         out_dir: gets ``trials.csv``, ``best_params.json`` and ``best_overrides.txt``.
         metrics_path: JSON with ``best_valid_roc_auc``, ``best_trial`` and trial counts by state.
+        config_dir: the Hydra ``conf/`` that best_overrides.txt overrides to rebuild the data sections.
 
     Raises:
-        ConfigError: the ``tune`` section or a key of its space is invalid.
+        ConfigError: the ``tune`` section or a key of its space is invalid, or the data sections of
+            ``params_path`` cannot be written as overrides of ``config_dir`` (before any trial).
         TuneError: no trial completed.
     """
     params = load_params(params_path)
     cfg = section(params, "tune", TuneConfig, source=params_path)
     configs(params, source=params_path)
     check_space(cfg, params, source=params_path)
+    data_overrides = overrides_for(params, DATA_SECTIONS, config_dir)  # before the search: fail fast
     spec = FeatureSpec.load(spec_path)
     train_df = mask_optional(
         recent_rows(read_part(split_dir, "train", spec), cfg.max_train_rows, spec.time_column),
@@ -301,7 +329,7 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
             "tune.pruning=false or narrow tune.space"
         )
     best, keys = study.best_trial, list(cfg.space)
-    overrides = " ".join(f"-S {k}={fmt(best.params[k])}" for k in keys)  # plain words: no quoting needed
+    overrides = overrides_line(data_overrides, {k: best.params[k] for k in keys})
     metrics = {
         "best_valid_roc_auc": round(float(best.values[0]), 6),
         "best_trial": best.number,
