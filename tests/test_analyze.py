@@ -17,13 +17,15 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from ontime.config import section
-from ontime.data.analyze import FIX, AnalyzeConfig, main, pca
+from ontime.data.analyze import FIX, AnalyzeConfig, main, pca, source_check
 from ontime.errors import ConfigError, DataError
 from ontime.params import validate
+from ontime.spec import LABEL_SOURCE
 from tests.conftest import BIN, compose_params, run
 
 PARAMS = compose_params()
 N = 3000
+NO_SOURCE = {"column": None, "verdict": "skipped"}  # audit.json's joint check without a label source
 
 
 def frame(n: int = N, seed: int = 0, rate: float = 0.3) -> pl.DataFrame:
@@ -44,10 +46,10 @@ def frame(n: int = N, seed: int = 0, rate: float = 0.3) -> pl.DataFrame:
     )
 
 
-def spec_for(df: pl.DataFrame) -> dict[str, Any]:
+def spec_for(df: pl.DataFrame, source: str | None = None) -> dict[str, Any]:
     features = []
     for name in df.columns:
-        if name == "label":
+        if name in ("label", LABEL_SOURCE):
             continue
         dtype = df.schema[name]
         features.append(
@@ -58,14 +60,16 @@ def spec_for(df: pl.DataFrame) -> dict[str, Any]:
                 "nullable": df.get_column(name).null_count() > 0,
             }
         )
-    return {"version": 1, "target": "label", "time_column": None, "features": features}
+    spec = {"version": 1, "target": "label", "time_column": None, "features": features}
+    return spec | ({"label_source": source} if source else {})
 
 
-def setup(tmp_path: Path, df: pl.DataFrame, **analyze: Any) -> dict[str, str]:
-    """Write the train part, its spec and params (the real config with ``analyze`` overrides)."""
+def setup(tmp_path: Path, df: pl.DataFrame, *, source: str | None = None, **analyze: Any) -> dict[str, str]:
+    """Write the train part, its spec (``source``: the label's source column, its values in the
+    part's LABEL_SOURCE column) and params (the real config with ``analyze`` overrides)."""
     (tmp_path / "split").mkdir()
     df.write_parquet(tmp_path / "split/train.parquet")
-    (tmp_path / "spec.json").write_text(json.dumps(spec_for(df)))
+    (tmp_path / "spec.json").write_text(json.dumps(spec_for(df, source)))
     params = copy.deepcopy(PARAMS)
     params["analyze"].update(analyze)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -126,7 +130,12 @@ def test_pure_groups_in_rare_label_data_are_not_flagged(tmp_path: Path) -> None:
     df = df.with_columns(often=pl.when(pl.Series(missing)).then(None).otherwise(pl.col("noise")))
     args = setup(tmp_path, df)
     main(**args)
-    assert read(tmp_path, "audit.json") == {"accepted": {}, "flagged": {}, "passed": True}
+    assert read(tmp_path, "audit.json") == {
+        "accepted": {},
+        "flagged": {},
+        "label_source": NO_SOURCE,
+        "passed": True,
+    }
 
 
 def test_accept_with_a_reason_lets_it_pass(tmp_path: Path) -> None:
@@ -138,6 +147,7 @@ def test_accept_with_a_reason_lets_it_pass(tmp_path: Path) -> None:
     assert audit == {
         "accepted": {"leaky": {"checks": ["roc_auc"], "reason": reason}},
         "flagged": {},
+        "label_source": NO_SOURCE,
         "passed": True,
     }
     page = (tmp_path / "out/index.html").read_text()
@@ -150,12 +160,18 @@ def test_clean_frame_passes_writes_all_outputs_deterministically(tmp_path: Path)
     main(**args)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "audit.json", "index.html"]
-    assert read(tmp_path, "audit.json") == {"accepted": {}, "flagged": {}, "passed": True}
+    assert read(tmp_path, "audit.json") == {
+        "accepted": {},
+        "flagged": {},
+        "label_source": NO_SOURCE,
+        "passed": True,
+    }
     metrics = json.loads(Path(args["metrics_path"]).read_text())
     assert metrics == {
         "n_accepted": 0,
         "n_features": 6,
         "n_flagged": 0,
+        "label_source_r2": None,
         "n_rows": N,
         "pca_components_90": metrics["pca_components_90"],
         "top_feature": "signal",
@@ -279,6 +295,193 @@ def test_bad_config_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"analyze\.accept names \['tailnum'\], which are not features"):
         main(**args)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------- joint leak: the label's source ---
+SHARES = [f"r{star}" for star in range(1, 11)]
+
+
+def films(n: int = N, seed: int = 0, *, shares: bool = True) -> pl.DataFrame:
+    """A film table whose label is ``rating >= 7``, the rating carried as the label's source. Ordinary
+    features know a little of the rating; ``r1``..``r10``, the percent of votes at each star, each
+    know some of it and together rebuild it: rating = sum(star * share) / 100 plus a little noise."""
+    rng = np.random.default_rng(seed)
+    stars = np.arange(1, 11)
+    tilt = rng.normal(0.5, 0.6, size=n)  # how far a film's votes lean to the high stars
+    votes = rng.gamma(np.exp(1.5 * np.outer(tilt, (stars - 5.5) / 4.5)))  # (n, 10), Dirichlet rows
+    share = 100 * votes / votes.sum(axis=1, keepdims=True)
+    rating = share @ stars / 100 + rng.normal(scale=0.2, size=n)
+    df = pl.DataFrame(
+        {
+            "runtime": 95 + 4 * rating + rng.normal(scale=20, size=n),
+            "year": rng.integers(1950, 2024, size=n).astype(np.int32),
+            "budget": pl.Series(np.where(rng.random(n) < 0.2, np.nan, rng.lognormal(3, 1, size=n))).fill_nan(
+                None
+            ),
+            "genre": rng.choice(["drama", "comedy", "horror", "documentary"], size=n),
+            "label": (rating >= 7).astype(np.int64),
+            LABEL_SOURCE: rating,
+        }
+    )
+    if shares:
+        df = df.with_columns(pl.Series(name, share[:, i]) for i, name in enumerate(SHARES))
+    return df
+
+
+def test_shares_that_rebuild_the_rating_leak_jointly_and_fail_the_stage(tmp_path: Path) -> None:
+    df = films()
+    y = df.get_column("label").to_numpy()
+    cfg = section(PARAMS, "analyze", AnalyzeConfig)
+    for name in SHARES:  # one by one, no share is a leak: the univariate audit lets each pass
+        auc = roc_auc_score(y, df.get_column(name).to_numpy())
+        assert 0.5 < max(auc, 1 - auc) < cfg.max_auc, (name, auc)
+    args = setup(tmp_path, df, source="rating")
+    with pytest.raises(DataError, match=r"the leakage audit flagged") as err:
+        main(**args)
+    analysis = read(tmp_path, "analysis.json")
+    joint = analysis["label_source"]
+    assert joint["verdict"] == "flagged"
+    assert joint["source"] == "rating"
+    assert joint["rows"] == joint["rows_used"] == N
+    assert joint["r2"] > 0.95  # all the numeric features: the rating rebuilt
+    flagged = joint["flagged"]
+    assert len(flagged) >= 2, flagged
+    assert set(flagged) <= set(SHARES), flagged
+    assert joint["flagged_r2"] >= cfg.max_source_r2
+    assert joint["rest_r2"] < cfg.max_source_r2  # leaving out the features named passes the check
+    steps = [s["r2"] for s in joint["selected"]]
+    assert steps == sorted(steps)  # one round: each step adds to the R^2
+    assert [s["feature"] for s in joint["selected"]] == flagged
+    assert analysis["features"]["runtime"]["roc_auc"] < cfg.max_auc
+    # The message names the features, the R^2, the source, the threshold and both fixes.
+    message = str(err.value)
+    named = ", ".join(flagged)
+    assert f"{named} together explain {joint['flagged_r2']:.1%} of the variance of rating" in message
+    assert "(the label's source, clean.label.column) out of fold" in message
+    assert f"all 13 numeric features checked: {joint['r2']:.1%}" in message
+    assert "analyze.max_source_r2 = 0.9): they leak the label jointly" in message
+    assert "exclude them (featurize.exclude)" in message
+    assert "accept them with a reason (analyze.accept)" in message
+    assert "univariate" not in message  # only the joint leak
+    audit = read(tmp_path, "audit.json")
+    assert audit["passed"] is False
+    assert sorted(audit["flagged"]) == sorted(flagged)
+    assert {f["check"] for fs in audit["flagged"].values() for f in fs} == {"label_source"}
+    assert audit["label_source"]["verdict"] == "flagged"
+    assert audit["label_source"]["features"] == flagged
+    metrics = json.loads(Path(args["metrics_path"]).read_text())
+    assert metrics["n_flagged"] == len(flagged)
+    assert metrics["label_source_r2"] == pytest.approx(joint["r2"], abs=1e-4)
+    page = (tmp_path / "out/index.html").read_text()
+    assert "<h2>Joint leak: the label's source from the numeric features</h2>" in page
+    assert "Categorical features are not part of this check" in page
+    assert f'<tr class="flagged"><td class="name">1</td><td>1</td><td>{flagged[0]}</td>' in page
+    assert html.escape(joint["reason"]) in page
+
+
+def test_every_copy_of_a_joint_leak_is_named_at_once() -> None:
+    # A score that is the rating itself and the shares: the selection takes the score, and since the
+    # shares left still rebuild the rating, a second round names them too.
+    df = films()
+    rating = df.get_column(LABEL_SOURCE).to_numpy()
+    score = rating * 10 + np.random.default_rng(7).normal(scale=0.5, size=N)
+    block = np.column_stack([df.select(SHARES).to_numpy(), score])
+    cfg = section(PARAMS, "analyze", AnalyzeConfig)
+    joint = source_check(block, [*SHARES, "score"], rating, "rating", cfg, seed=0)
+    assert joint["verdict"] == "flagged"
+    rounds = [(s["round"], s["feature"]) for s in joint["selected"]]
+    assert rounds[0] == (1, "score")
+    assert {r for r, _ in rounds} == {1, 2}
+    assert {name for r, name in rounds if r == 2} <= set(SHARES)
+    assert joint["rest_r2"] < cfg.max_source_r2
+    assert joint["reason"].startswith(f"{', '.join(joint['flagged'])} together explain")
+    # An exact copy of the source, alone: "it leaks".
+    alone = source_check(score[:, None], ["score"], rating, "rating", cfg, seed=0)
+    assert alone["flagged"] == ["score"]
+    assert alone["rest_r2"] is None
+    assert alone["reason"].startswith("score explains 99.")
+    assert "it leaks the label; exclude it (featurize.exclude) or, if it is known" in alone["reason"]
+
+
+def test_the_films_without_the_shares_pass(tmp_path: Path) -> None:
+    main(**setup(tmp_path, films(shares=False), source="rating"))
+    assert read(tmp_path, "audit.json") == {
+        "accepted": {},
+        "flagged": {},
+        "label_source": {"column": "rating", "verdict": "passed"},
+        "passed": True,
+    }
+    joint = read(tmp_path, "analysis.json")["label_source"]
+    assert joint["verdict"] == "passed"
+    assert joint["features"] == ["budget", "runtime", "year"]  # genre: categorical, not checked
+    assert 0.05 < joint["r2"] < 0.5  # the runtime knows a little
+    assert joint["selected"] == []
+    assert joint["flagged"] == []
+
+
+def test_accepted_shares_are_left_out_of_the_joint_check(tmp_path: Path) -> None:
+    reason = "vote shares are published before the prediction moment"
+    args = setup(tmp_path, films(), source="rating", accept=dict.fromkeys(SHARES, reason))
+    main(**args)
+    audit = read(tmp_path, "audit.json")
+    assert audit["passed"] is True
+    assert audit["flagged"] == {}
+    assert audit["label_source"] == {"column": "rating", "verdict": "passed"}
+    assert audit["accepted"] == {name: {"checks": [], "reason": reason} for name in SHARES}
+    joint = read(tmp_path, "analysis.json")["label_source"]
+    assert joint["accepted"] == sorted(SHARES)
+    assert joint["features"] == ["budget", "runtime", "year"]
+    page = (tmp_path / "out/index.html").read_text()
+    assert "accepted ones (analyze.accept) are left out: r1, r10, r2" in page
+
+
+def test_without_a_label_source_the_joint_check_is_skipped_and_reported(tmp_path: Path) -> None:
+    # the shares are there, but the spec names no label source (the label is not a threshold)
+    df = films().drop(LABEL_SOURCE)
+    main(**setup(tmp_path, df))
+    assert read(tmp_path, "audit.json")["label_source"] == NO_SOURCE
+    joint = read(tmp_path, "analysis.json")["label_source"]
+    assert joint["verdict"] == "skipped"
+    assert joint["r2"] is None
+    assert "the spec names no label source" in joint["skipped_because"]
+    page = (tmp_path / "out/index.html").read_text()
+    assert "<p>Skipped: the label is not a threshold on a numeric column" in page
+
+
+def test_a_spec_naming_a_source_the_part_lacks_is_an_error(tmp_path: Path) -> None:
+    args = setup(tmp_path, films().drop(LABEL_SOURCE), source="rating")
+    with pytest.raises(DataError, match=r"names 'rating' as the label's source but the part has no"):
+        main(**args)
+    assert not (tmp_path / "out").exists()
+
+
+def delays(seed: int) -> pl.DataFrame:
+    """The flights' case: the label is ``delay >= 15`` and the features know little of the delay."""
+    df = frame(seed=0)
+    rng = np.random.default_rng(seed)
+    delay = 0.3 * df.get_column("noise").to_numpy() * 20 + rng.normal(scale=40, size=df.height)
+    # like a cancelled flight: no delay for some rows (positives, not part of the check)
+    delay[rng.random(df.height) < 0.05] = np.nan
+    return df.with_columns(
+        label=pl.Series(np.isnan(delay) | (delay >= 15)).cast(pl.Int64),
+        **{LABEL_SOURCE: pl.Series(delay).fill_nan(None)},
+    )
+
+
+def test_a_noisy_source_passes_and_audit_json_does_not_move_with_its_figure(tmp_path: Path) -> None:
+    runs = []
+    for seed in (1, 2):
+        folder = tmp_path / str(seed)
+        folder.mkdir()
+        main(**setup(folder, delays(seed), source="arr_delay"))
+        joint = read(folder, "analysis.json")["label_source"]
+        assert joint["verdict"] == "passed"
+        assert 0.85 * N < joint["rows"] < 0.99 * N  # the rows without the source are left out
+        assert joint["r2"] < 0.1
+        runs.append((joint["r2"], (folder / "out/audit.json").read_bytes()))
+    assert runs[0][0] != runs[1][0]  # the figure moved ...
+    assert runs[0][1] == runs[1][1]  # ... the verdict did not: the model stages do not re-run
+    assert json.loads(runs[0][1])["label_source"] == {"column": "arr_delay", "verdict": "passed"}
 
 
 def test_the_default_data_passes_the_audit(data_run: Path, tmp_path: Path) -> None:

@@ -27,7 +27,19 @@ feature alone separates the label), or when its missing (or present) rows form a
 probability under 1e-6 (missingness that identifies the label: all flights without a tail number
 are cancelled; a pure group in data whose label is itself that rare is chance, not a leak).
 ``analyze.accept`` lists features audited and accepted, with the reason; they are reported, never
-flagged.
+flagged (nor part of the joint check below).
+
+A joint check catches features that pass one by one but rebuild the label together (the share of
+votes at each star rebuilds a film's rating, and ``rating >= 7`` is the label): when the label is a
+threshold on a numeric column (the spec's ``label_source``, its values in the part's
+``LABEL_SOURCE`` column), a linear model of that source on the numeric features (a missing value as
+the column mean plus a missing indicator, standardised, a tiny ridge) is scored by its out-of-fold
+R^2 over ``analyze.cv_folds`` contiguous folds of the rows where the source is present (a seeded
+sample of 50,000 of them, in order, when there are more). At or above ``analyze.max_source_r2``, a
+greedy forward selection names the features: it adds the one that raises the out-of-fold R^2 most
+until it reaches 95% of the R^2 of all of them or the threshold (at most 15), and starts again on the
+features left while they still reach the threshold. Categorical features are not part of it; accepted
+ones are left out. Without a label source the check is skipped, and the report says so.
 
 Outputs: ``<out>/analysis.json`` (everything, sorted keys, floats rounded to 4 decimals),
 ``<out>/index.html`` (self-contained: no scripts, the heat map is inline SVG), ``<out>/audit.json``
@@ -43,6 +55,7 @@ import html
 import logging
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +68,7 @@ from ontime.config import StrictModel, load_params, section
 from ontime.config import seed as read_seed
 from ontime.errors import ConfigError, DataError
 from ontime.io import atomic_outputs, write_json
-from ontime.spec import FeatureSpec, read_part
+from ontime.spec import LABEL_SOURCE, FeatureSpec, read_part
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +100,8 @@ class AnalyzeConfig(StrictModel):
     smoothing: float = Field(ge=0, description="prior weight, in rows, of the smoothed target encoding")
     min_category_rows: int = Field(ge=1, description="rarer categories are encoded as the prior")
     max_source_r2: float = Field(
-        gt=0, le=1,
+        gt=0,
+        le=1,
         description="the label's source column (e.g. a rating the label thresholds) explained by a "
         "linear model of a few features at or above this out-of-fold R^2: those features leak jointly",
     )
@@ -322,6 +336,220 @@ def pca(block: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     }
 
 
+# -------------------------------------------------------------------------------- joint leak ---
+# The joint check: how much of the label's source (the numeric column the label thresholds, e.g. a
+# rating or the arrival delay) a linear model of the numeric features explains out of fold. Features
+# that are harmless one by one can rebuild it together (vote shares per star rebuild the rating).
+MAX_SELECTED = 15  # the greedy selection names at most this many features
+SELECTED_SHARE = 0.95  # ... and stops once it explains this share of the full R^2 (or the threshold)
+RIDGE = 1e-6  # penalty per fitting row on standardised columns: keeps exact collinearity solvable
+MIN_ROWS_PER_FOLD = 10
+MAX_ROWS = 50_000  # a seeded sample of the rows (kept in order) beyond this: plenty for R^2, and fast
+SOURCE_ORIGIN = "the label's source, clean.label.column"
+SOURCE_FIX = (
+    "exclude {them} (featurize.exclude) or, if {they} {are} known before the prediction moment, accept "
+    "{them} with a reason (analyze.accept)"
+)
+
+
+def design(block: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, dict[str, list[int]], list[str]]:
+    """The standardised design matrix of the numeric block, column 0 the intercept.
+
+    Per feature: its value with missing values as the column's mean, and a missing indicator when
+    some (not all) values are missing. A column that does not vary is left out; a feature left
+    without columns is returned in ``dropped``. ``groups`` maps each kept feature to its columns.
+
+    Shape:
+        block: (n, p) with NaN where missing; returned matrix: (n, 1 + columns kept)
+    """
+    n, p = block.shape
+    missing = np.isnan(block)  # (n, p)
+    present = n - missing.sum(axis=0)  # (p,)
+    sums = np.where(missing, 0.0, block).sum(axis=0)
+    means = np.divide(sums, present, out=np.zeros(p), where=present > 0)
+    holey = np.flatnonzero((present > 0) & (present < n))  # features that get an indicator
+    z = np.concatenate([np.where(missing, means, block), missing[:, holey]], axis=1)  # (n, p + q)
+    owner = [*range(p), *holey]  # the feature of each column of z
+    scale = z.std(axis=0)
+    kept = np.flatnonzero(scale > 1e-12 * np.maximum(1.0, np.abs(z).max(axis=0)))
+    x = np.empty((n, 1 + kept.size))  # (n, 1 + c): the intercept, then the kept columns
+    x[:, 0] = 1.0
+    x[:, 1:] = (z[:, kept] - z[:, kept].mean(axis=0)) / scale[kept]
+    groups: dict[str, list[int]] = {}
+    for column, index in enumerate(kept, 1):
+        groups.setdefault(names[owner[index]], []).append(column)
+    return x, groups, [name for name in names if name not in groups]
+
+
+class FoldGrams:
+    """Out-of-fold R^2 of least squares (a tiny ridge) on any subset of columns, from per-fold Gram
+    matrices computed once: a subset costs a few small solves, not a pass over the rows.
+
+    The folds are contiguous blocks of rows (deterministic, no shuffling). Each fold is predicted by
+    the model fitted on the other folds (intercept unpenalised); R^2 = 1 - SSE / SST over all rows.
+
+    Shape:
+        x: (n, c) with column 0 the intercept; y: (n,)
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, folds: int) -> None:
+        y = (y - y.mean()) / y.std()  # well-scaled sums: SSE comes from differences of them
+        bounds = [x.shape[0] * k // folds for k in range(folds + 1)]
+        blocks = [(x[a:b], y[a:b]) for a, b in pairwise(bounds)]
+        self.gram_ = np.stack([xb.T @ xb for xb, _ in blocks])  # (K, c, c)
+        self.cross_ = np.stack([xb.T @ yb for xb, yb in blocks])  # (K, c)
+        self.yy_ = np.array([yb @ yb for _, yb in blocks])  # (K,)
+        self.sst_ = float(y @ y)  # y is centred
+        self.gram_all_ = self.gram_.sum(axis=0)
+        self.cross_all_ = self.cross_.sum(axis=0)
+
+    def r2(self, columns: Sequence[int]) -> float:
+        """The out-of-fold R^2 on ``columns`` (the intercept, column 0, first)."""
+        idx = np.asarray(columns)
+        assert idx[0] == 0, "the intercept comes first"
+        held = self.gram_[:, idx[:, None], idx]  # (K, s, s)
+        fit = self.gram_all_[idx[:, None], idx] - held  # (K, s, s)
+        cross_held = self.cross_[:, idx]  # (K, s)
+        cross_fit = self.cross_all_[idx] - cross_held  # (K, s)
+        penalty = np.eye(idx.size) * (idx != 0)  # no penalty on the intercept (column 0)
+        rows = fit[:, 0, 0]  # the intercept column is ones: its sum of squares counts the rows
+        beta = np.linalg.solve(fit + RIDGE * rows[:, None, None] * penalty, cross_fit[..., None])[..., 0]
+        sse = self.yy_ - 2 * np.einsum("ks,ks->k", beta, cross_held)
+        sse += np.einsum("ks,kst,kt->k", beta, held, beta)
+        return 1.0 - float(sse.sum()) / self.sst_
+
+
+def columns_of(groups: dict[str, list[int]], names: Sequence[str]) -> list[int]:
+    """The intercept and the design columns of ``names``."""
+    return [0, *(c for name in names for c in groups[name])]
+
+
+def forward_selection(grams: FoldGrams, groups: dict[str, list[int]], target: float) -> list[dict[str, Any]]:
+    """Greedy forward selection among ``groups``: each step adds the feature that raises the
+    out-of-fold R^2 most (ties: the first name), until it reaches ``target`` or MAX_SELECTED features."""
+    steps: list[dict[str, Any]] = []
+    columns = [0]
+    left = sorted(groups)
+    while left and len(steps) < MAX_SELECTED:
+        scores = {name: grams.r2(columns + groups[name]) for name in left}
+        best = max(left, key=lambda name: scores[name])
+        steps.append({"feature": best, "r2": scores[best]})
+        columns += groups[best]
+        left.remove(best)
+        if scores[best] >= target:
+            break
+    return steps
+
+
+def culprits(grams: FoldGrams, groups: dict[str, list[int]], full: float, threshold: float) -> dict[str, Any]:
+    """The features that leak the source jointly, in rounds: a forward selection until it reaches
+    SELECTED_SHARE of the R^2 of the features left or ``threshold``, whichever comes first; then
+    again on the features left while they still reach ``threshold``, so that leaving out every
+    feature named passes the check (redundant copies of a leak are all named at once)."""
+    steps: list[dict[str, Any]] = []
+    left = dict(groups)
+    rest = full
+    rounds = 0
+    while left and rest >= threshold:
+        rounds += 1
+        chosen = forward_selection(grams, left, min(SELECTED_SHARE * rest, threshold))
+        steps += [{**step, "round": rounds} for step in chosen]
+        for step in chosen:
+            del left[step["feature"]]
+        rest = grams.r2(columns_of(groups, sorted(left))) if left else 0.0
+    names = [step["feature"] for step in steps]
+    return {
+        "selected": steps,
+        "flagged": names,
+        "flagged_r2": grams.r2(columns_of(groups, names)),
+        "rest_r2": rest if left else None,
+    }
+
+
+def source_message(joint: dict[str, Any]) -> str:
+    """The failure line of the joint check: the features, their R^2, the source and the fix."""
+    names = joint["flagged"]
+    if len(names) == 1:
+        verb, leak, fix = "explains", "it leaks the label", SOURCE_FIX.format(them="it", they="it", are="is")
+    else:
+        verb, leak = "together explain", "they leak the label jointly"
+        fix = SOURCE_FIX.format(them="them", they="they", are="are")
+    n_checked, n_rest = len(joint["features"]), len(joint["features"]) - len(names)
+    rest = f", the other {n_rest}: {joint['rest_r2']:.1%}" if joint["rest_r2"] is not None else ""
+    return (
+        f"{', '.join(names)} {verb} {joint['flagged_r2']:.1%} of the variance of {joint['source']} "
+        f"({SOURCE_ORIGIN}) out of fold (all {n_checked} numeric features checked: {joint['r2']:.1%}"
+        f"{rest}; analyze.max_source_r2 = {joint['threshold']}): {leak}; {fix}"
+    )
+
+
+def source_check(
+    block: np.ndarray,
+    names: Sequence[str],
+    source: np.ndarray | None,
+    source_name: str | None,
+    cfg: AnalyzeConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """The joint check of the label's source against the numeric features not in ``analyze.accept``.
+
+    ``block`` holds the numeric features (NaN where missing) and ``source`` the source values of the
+    same rows (NaN where missing), or None when the label has no numeric source. The rows where the
+    source is present are used (a seeded sample of MAX_ROWS of them, in their order, when there are
+    more). When the out-of-fold R^2 of all the features reaches ``analyze.max_source_r2``, those
+    that ``culprits`` selects are flagged.
+    """
+    accepted = sorted(n for n in names if n in cfg.accept)
+    out: dict[str, Any] = {
+        "source": source_name,
+        "method": f"least squares (ridge {RIDGE:g} x rows on standardised columns; a missing value as "
+        f"the column mean plus a missing indicator) of the source on the numeric features, "
+        f"out of fold over {cfg.cv_folds} contiguous folds of the rows where the source is present "
+        f"(a seeded sample of {MAX_ROWS:,}, in order, when there are more)",
+        "threshold": cfg.max_source_r2,
+        "accepted": accepted,
+        "rows": 0,
+        "rows_used": 0,
+        "features": [],
+        "dropped": [],
+        "r2": None,
+        "selected": [],
+        "flagged": [],
+        "flagged_r2": None,
+        "rest_r2": None,
+        "reason": None,
+    }
+
+    def skipped(why: str) -> dict[str, Any]:
+        return {**out, "verdict": "skipped", "skipped_because": why}
+
+    if source is None or source_name is None:
+        return skipped("the label is not a threshold on a numeric column (the spec names no label source)")
+    used = np.isfinite(source)
+    out["rows"] = rows = int(used.sum())
+    if rows < MIN_ROWS_PER_FOLD * cfg.cv_folds:
+        return skipped(f"{rows} train rows have the source, under {MIN_ROWS_PER_FOLD * cfg.cv_folds}")
+    index = np.flatnonzero(used)
+    if rows > MAX_ROWS:
+        index = np.sort(np.random.default_rng(seed).choice(index, MAX_ROWS, replace=False))
+    out["rows_used"] = index.size
+    y = source[index]
+    if y.min() == y.max():
+        return skipped("the source is constant on the train part")
+    checked = np.array([i for i, n in enumerate(names) if n not in cfg.accept], dtype=np.int64)
+    x, groups, dropped = design(block[np.ix_(index, checked)], [names[i] for i in checked])
+    out["features"], out["dropped"] = sorted(groups), dropped
+    if not groups:
+        return skipped("no numeric feature to check (none, all accepted, or all constant)")
+    grams = FoldGrams(x, y, cfg.cv_folds)
+    full = grams.r2(range(x.shape[1]))
+    out["r2"] = full
+    if full < cfg.max_source_r2:
+        return {**out, "verdict": "passed", "skipped_because": None}
+    out |= {"verdict": "flagged", "skipped_because": None, **culprits(grams, groups, full, cfg.max_source_r2)}
+    return {**out, "reason": source_message(out)}
+
+
 # -------------------------------------------------------------------------------------- audit ---
 def log_binom_cdf(k: int, n: int, p: float) -> float:
     """log P(X <= k) for X ~ Binomial(n, p): how likely a random group of n rows is that pure."""
@@ -382,8 +610,15 @@ def findings(
     return found
 
 
-def audit(features: dict[str, dict[str, Any]], base_rate: float, cfg: AnalyzeConfig) -> dict[str, Any]:
-    """The verdict: flagged features (figure and reason) and accepted ones (reason, checks they hit)."""
+def audit(
+    features: dict[str, dict[str, Any]], base_rate: float, joint: dict[str, Any], cfg: AnalyzeConfig
+) -> dict[str, Any]:
+    """The verdict: flagged features (figure and reason), accepted ones (reason, checks they hit) and
+    the joint check's verdict on the label's source (``joint``: what ``source_check`` found).
+
+    Only verdicts and names when nothing is flagged (``audit.json`` must not change with a figure);
+    a flagged feature carries its figure, as the stage fails and nothing is recorded then.
+    """
     flagged: dict[str, list[dict[str, Any]]] = {}
     accepted: dict[str, dict[str, Any]] = {}
     for name in sorted(features):
@@ -392,7 +627,47 @@ def audit(features: dict[str, dict[str, Any]], base_rate: float, cfg: AnalyzeCon
             accepted[name] = {"reason": cfg.accept[name], "checks": [f["check"] for f in found]}
         elif found:
             flagged[name] = found
-    return {"passed": not flagged, "flagged": flagged, "accepted": accepted}
+    if joint["verdict"] == "flagged":
+        r2, source, n = joint["flagged_r2"], joint["source"], len(joint["flagged"])
+        for name in joint["flagged"]:
+            flagged.setdefault(name, []).append(
+                {
+                    "check": "label_source",
+                    "figure": r2,
+                    "reason": f"{name}: one of {n} features that explain {r2:.1%} of {source} jointly",
+                }
+            )
+        flagged = dict(sorted(flagged.items()))
+    label_source: dict[str, Any] = {"column": joint["source"], "verdict": joint["verdict"]}
+    if joint["verdict"] == "flagged":
+        label_source |= {"features": joint["flagged"], "reason": joint["reason"]}
+    return {"passed": not flagged, "flagged": flagged, "accepted": accepted, "label_source": label_source}
+
+
+def reasons(verdict: dict[str, Any]) -> tuple[list[str], str | None]:
+    """One line per finding of the per-feature checks (each takes FIX), and the joint check's line
+    (which names its own fix), if it flagged."""
+    lines = [
+        f["reason"]
+        for name in sorted(verdict["flagged"])
+        for f in verdict["flagged"][name]
+        if f["check"] != "label_source"
+    ]
+    joint = verdict["label_source"]
+    return lines, joint["reason"] if joint["verdict"] == "flagged" else None
+
+
+def label_source(df: pl.DataFrame, spec: FeatureSpec, where: str) -> np.ndarray | None:
+    """The label's source values (NaN where missing), or None when the label has no numeric source."""
+    if spec.label_source is None:
+        return None
+    if LABEL_SOURCE not in df.columns:
+        raise DataError(
+            f"{where}: the spec names {spec.label_source!r} as the label's source but the part has no "
+            f"{LABEL_SOURCE!r} column; the data and the spec come from different featurize runs: re-run "
+            "`dvc repro`"
+        )
+    return numeric_values(df, LABEL_SOURCE)
 
 
 def check_accept(cfg: AnalyzeConfig, spec: FeatureSpec, *, source: str, spec_path: str) -> None:
@@ -447,6 +722,7 @@ def analyze(
     ranking = sorted(features, key=order)
     numeric = list(spec.numeric)
     matrix = np.column_stack(block) if block else np.empty((df.height, 0))
+    joint = source_check(matrix, numeric, label_source(df, spec, where), spec.label_source, cfg, seed)
     return {
         "part": PART,
         "rows": df.height,
@@ -464,7 +740,8 @@ def analyze(
         "ranking": ranking,
         "correlation": correlations(matrix, numeric),
         "pca": pca(matrix, numeric),
-        "audit": audit(features, base_rate, cfg),
+        "label_source": joint,
+        "audit": audit(features, base_rate, joint, cfg),
         "settings": {**cfg.model_dump(), "seed": seed},
     }
 
@@ -480,16 +757,19 @@ def summary(analysis: dict[str, Any]) -> dict[str, Any]:
         "n_flagged": len(analysis["audit"]["flagged"]),
         "n_accepted": len(analysis["audit"]["accepted"]),
         "pca_components_90": analysis["pca"]["components_for_90"],
+        "label_source_r2": analysis["label_source"]["r2"],
     }
 
 
 def failure_message(analysis: dict[str, Any], where: str, report: str) -> str:
     flagged = analysis["audit"]["flagged"]
-    lines = [f["reason"] for name in sorted(flagged) for f in flagged[name]]
+    lines, joint = reasons(analysis["audit"])
     return (
-        f"{where}: the leakage audit flagged {len(flagged)} feature(s):\n  "
-        + "\n  ".join(lines)
-        + f"\nFor each: {FIX}. Report: {report}"
+        f"{where}: the leakage audit flagged {len(flagged)} feature(s):"
+        + "".join(f"\n  {line}" for line in lines)
+        + (f"\nFor each: {FIX}." if lines else "")
+        + (f"\nJointly: {joint}." if joint else "")
+        + f"\nReport: {report}"
     )
 
 
@@ -588,6 +868,62 @@ def _table(header: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> 
     return f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
 
 
+def source_section(joint: dict[str, Any]) -> list[str]:
+    """The joint check of the label's source: what was checked, the R^2, the features it names."""
+    out = ["<h2>Joint leak: the label's source from the numeric features</h2>"]
+    if joint["verdict"] == "skipped":
+        out.append(f"<p>Skipped: {html.escape(joint['skipped_because'])}.</p>")
+        return out
+    source = f"<code>{html.escape(joint['source'])}</code>"
+    out.append(
+        f"<p>How much of {source} ({html.escape(SOURCE_ORIGIN)}) the numeric features rebuild together: "
+        f"{html.escape(joint['method'])}; {_fmt(joint['rows_used'])} of the {_fmt(joint['rows'])} rows "
+        f"where it is present, {len(joint['features'])} features. Out-of-fold R&sup2; "
+        f"<b>{_pct(joint['r2'])}</b>; at or above {joint['threshold']} (analyze.max_source_r2) they "
+        "leak the label jointly even when each alone passes. Categorical features are not part of this check"
+        + (
+            f"; accepted ones (analyze.accept) are left out: {html.escape(', '.join(joint['accepted']))}"
+            if joint["accepted"]
+            else ""
+        )
+        + (
+            f"; constant ones are left out: {html.escape(', '.join(joint['dropped']))}"
+            if joint["dropped"]
+            else ""
+        )
+        + ".</p>"
+    )
+    if joint["selected"]:
+        out.append(
+            "<p>The features flagged, by a greedy forward selection: each step adds the feature that "
+            "raises the out-of-fold R&sup2; most, until the threshold or "
+            f"{SELECTED_SHARE:.0%} of the R&sup2; of all the features left (at most {MAX_SELECTED}); a "
+            "new round starts on the features left while they still reach the threshold. Leaving "
+            "them all out passes the check"
+            + (f" (the other features: {_pct(joint['rest_r2'])})" if joint["rest_r2"] is not None else "")
+            + ".</p>"
+        )
+        out.append(
+            _table(
+                ["round", "step", "feature", "cumulative R&sup2;", ""],
+                [
+                    (
+                        "flagged",
+                        [
+                            str(step["round"]),
+                            str(i),
+                            html.escape(step["feature"]),
+                            _pct(step["r2"]),
+                            f'<span class="bar" style="width:{round(max(step["r2"], 0.0) * 400)}px"></span>',
+                        ],
+                    )
+                    for i, step in enumerate(joint["selected"], 1)
+                ],
+            )
+        )
+    return out
+
+
 def render_html(analysis: dict[str, Any], sources: Sequence[str]) -> str:
     """A self-contained page (no scripts, no external resources) of an analysis."""
     features = analysis["features"]
@@ -612,17 +948,20 @@ def render_html(analysis: dict[str, Any], sources: Sequence[str]) -> str:
     if verdict["passed"]:
         out.append('<p class="verdict pass">Leakage audit passed: no feature flagged.</p>')
     else:
-        out.append(
-            f'<p class="verdict fail">Leakage audit FAILED: {len(flagged)} feature(s) flagged. '
-            f"For each: {html.escape(FIX)}.</p><ul>"
-        )
-        out += [f"<li>{html.escape(f['reason'])}</li>" for name in flagged for f in flagged[name]]
-        out.append("</ul>")
+        lines, joint = reasons(verdict)
+        out.append(f'<p class="verdict fail">Leakage audit FAILED: {len(flagged)} feature(s) flagged.</p>')
+        if lines:
+            out.append(f"<p>For each: {html.escape(FIX)}.</p><ul>")
+            out += [f"<li>{html.escape(line)}</li>" for line in lines]
+            out.append("</ul>")
+        if joint:
+            out.append(f"<p>Jointly: {html.escape(joint)}.</p>")
     out.append(
         f"<p>Checks: univariate ROC AUC &ge; {settings['max_auc']}; a missing or present group of "
         f"&ge; {settings['min_group_rows']:,} rows with a label rate &ge; {settings['max_group_purity']} "
         f"or &le; {1 - settings['max_group_purity']:.4g} (unless a random group of that size would be "
-        "that pure with a probability of 1e-6 or more).</p>"
+        "that pure with a probability of 1e-6 or more); the numeric features together explaining the "
+        f"label's source with an out-of-fold R&sup2; &ge; {settings['max_source_r2']} (below).</p>"
     )
     if accepted:
         out.append("<h2>Accepted (analyze.accept)</h2>")
@@ -635,6 +974,8 @@ def render_html(analysis: dict[str, Any], sources: Sequence[str]) -> str:
                 ],
             )
         )
+
+    out += source_section(analysis["label_source"])
 
     out.append("<h2>Features by univariate ROC AUC</h2>")
     methods = analysis["roc_auc_method"]
