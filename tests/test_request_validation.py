@@ -146,6 +146,11 @@ def test_int64_bounds_combine_with_the_clean_range() -> None:
             "request_tables": [],
             "time_window": {"start": "2000-01-01", "end": "2001-01-01"},
             "max_batch_size": 1,
+            "records": "rows",
+            "record": "row",
+            "probability": "probability",
+            "positive": "positive",
+            "model_name": "ontime-rows",
         }
     )
     rules = TableRules.model_validate(

@@ -32,7 +32,7 @@ from ontime.serving.local import serve_bento
 from ontime.serving.online import OPTIONAL_DERIVED, Scorer
 from ontime.serving.requestlog import KEYS
 from ontime.serving.requestlog import read as read_log
-from ontime.serving.scoring import score_flights
+from ontime.serving.scoring import score_records
 from tests.conftest import REPO, TORCH_CANDIDATES, SmokeRepo
 
 pytestmark = pytest.mark.slow
@@ -207,6 +207,9 @@ def test_bundle_and_metadata(packaged: Packaged, scorer: Scorer) -> None:
     bundle = packaged.bundle
     assert json.loads((bundle / "bundle.json").read_text()) == {"version": packaged.model_tag}
     assert sorted(p.name for p in (bundle / "lookups").iterdir()) == ["airports.parquet", "planes.parquet"]
+    # the clean stage's recorded schema, which the request fields come from
+    assert (bundle / "schema.json").read_bytes() == (packaged.repo / "data/clean/schema.json").read_bytes()
+    assert scorer.schema is not None
     assert scorer.version == packaged.model_tag
     model_yaml = (bundle / "model.yaml").read_text()
     for key in ("test_metrics", "valid_metrics", "threshold", "data_version", "params_sha256", "git"):
@@ -630,7 +633,7 @@ def test_a_batch_that_raises_answers_500_once_and_is_never_rescored(
 
     monkeypatch.setattr(scorer, "predict_frame", counted)
     with caplog.at_level(logging.INFO, logger="bentoml.ontime"):
-        answers = score_flights(scorer, records)
+        answers = score_records(scorer, records)
     assert [a.status for a in answers] == [500] * len(records)
     assert {a.error for a in answers} == {"internal error while scoring; the server log has the traceback"}
     assert all(a.probability is None and a.features == {} for a in answers)
@@ -639,7 +642,7 @@ def test_a_batch_that_raises_answers_500_once_and_is_never_rescored(
     assert len(logged) == 1, logged
     assert logged[0].levelno == logging.ERROR
     assert logged[0].exc_info is not None
-    assert score_flights(scorer, []) == []
+    assert score_records(scorer, []) == []
 
 
 def test_bentoml_client(server: Server, scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]) -> None:

@@ -10,7 +10,10 @@ DVC tools read:
 
 Each version's commit holds ``models/package.json``: the pinned model and Bento tags to serve
 (content hashes, see ``ontime.serving.package``). The registry is the source of truth; the BentoML
-store is a cache of it that ``prune`` trims.
+store is a cache of it that ``prune`` trims. ``ontime-delay`` is the name of the registry's artifact
+(``ARTIFACT``), whatever the data; the model's name in BentoML's store is params ``serve.model_name``
+(``ontime-delay`` for the default data, ``ontime-<data.name>`` for a table of one's own), and is
+read from each version's ``model_tag``, never assumed.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from ontime.errors import OntimeError
 
 log = logging.getLogger(__name__)
 
-ARTIFACT = "ontime-delay"
+ARTIFACT = "ontime-delay"  # the DVC artifact (dvc.yaml), not the model's name in BentoML's store
 PACKAGE_FILE = "models/package.json"
+PARAMS_FILE = "params.yaml"
+BENTOFILE = "bentofile.yaml"
 SEMVER = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 
 
@@ -236,38 +243,66 @@ def table(cwd: Path | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------- BentoML store ---
-def referenced_tags(cwd: Path | None = None) -> set[str]:
-    """Model and Bento tags named by the workspace's package.json and by every registered version."""
-    refs: set[str] = set()
+def referenced_packages(cwd: Path | None = None) -> list[dict[str, Any]]:
+    """The package.json of every registered version, and the workspace's."""
     packages = [v.package for v in versions(cwd)]
     workspace = (cwd or Path(".")) / PACKAGE_FILE
     if workspace.is_file():
         packages.append(json.loads(workspace.read_text()))
-    for package in packages:
+    return packages
+
+
+def referenced_tags(cwd: Path | None = None) -> set[str]:
+    """Model and Bento tags named by the workspace's package.json and by every registered version."""
+    refs: set[str] = set()
+    for package in referenced_packages(cwd):
         refs |= {str(package["model_tag"]), str(package["bento_tag"])}
     return refs
 
 
+def _name(tag: str) -> str:
+    return tag.split(":", 1)[0]
+
+
+def store_names(cwd: Path | None = None) -> tuple[set[str], set[str]]:
+    """The model names and Bento names this repository packages into the store: those of every
+    package.json the registry knows, the workspace's params ``serve.model_name`` and its
+    bentofile's ``name`` (so a store with no version yet still has names to prune)."""
+    packages = referenced_packages(cwd)
+    models = {_name(str(p["model_tag"])) for p in packages}
+    bentos = {_name(str(p["bento_tag"])) for p in packages}
+    root = cwd or Path(".")
+    if (root / PARAMS_FILE).is_file():
+        serve = (yaml.safe_load((root / PARAMS_FILE).read_text()) or {}).get("serve") or {}
+        if serve.get("model_name"):
+            models.add(str(serve["model_name"]))
+    if (root / BENTOFILE).is_file():
+        bento = (yaml.safe_load((root / BENTOFILE).read_text()) or {}).get("name")
+        if bento:
+            bentos.add(str(bento))
+    return models, bentos
+
+
 def prune(*, dry_run: bool, cwd: Path | None = None) -> list[str]:
-    """Delete ``ontime-delay`` models and Bentos that neither the workspace nor a version names."""
+    """Delete the models and Bentos of this repository's names (:func:`store_names`) that neither
+    the workspace nor a version names; models of other names (other projects) are never touched."""
     import bentoml
 
     keep = referenced_tags(cwd)
-    model_name = ARTIFACT
-    bento_names = {t.split(":")[0] for t in keep if not t.startswith(f"{model_name}:")} or {
-        f"{model_name}-service"
-    }
-    doomed = [
+    model_names, bento_names = store_names(cwd)
+    bentos = [
         str(b.tag) for b in bentoml.bentos.list() if b.tag.name in bento_names and str(b.tag) not in keep
     ]
-    doomed += [str(m.tag) for m in bentoml.models.list(model_name) if str(m.tag) not in keep]
-    for tag in doomed:
+    models = [
+        str(m.tag) for m in bentoml.models.list() if m.tag.name in model_names and str(m.tag) not in keep
+    ]
+    for tag in [*bentos, *models]:
         if dry_run:
             log.info("registry prune: would delete %s", tag)
             continue
-        (bentoml.bentos.delete if not tag.startswith(f"{model_name}:") else bentoml.models.delete)(tag)
+        (bentoml.bentos.delete if tag in bentos else bentoml.models.delete)(tag)
         log.info("registry prune: deleted %s", tag)
-    return doomed
+    return [*bentos, *models]
 
 
 def serve_command(stage: str, host: str, port: int) -> list[str]:

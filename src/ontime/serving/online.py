@@ -5,10 +5,16 @@ The service and ``ontime predict`` share this path, so they give the same number
 featurize sections), ``feature_spec.json``, ``model_card.json`` (threshold) and ``lookups/``: the
 cleaned tables that featurize joins and the request does not carry (planes, airports).
 
-The request schema is derived from the config, not written by hand: the base table's columns that
-features need (directly, through a derived group, as a join key or as the time column), plus the
-columns of joins listed in ``serve.request_tables`` (weather at the origin). Types come from
-``data.dtypes``, and every rule of the clean stage holds for a request as it holds for the data:
+The request schema is derived from the data and the config, not written by hand: the base table's
+columns that features need (directly, through a derived group, as a join key or as the time column),
+plus the columns of joins listed in ``serve.request_tables`` (weather at the origin). The columns and
+their types come from the schema the clean stage recorded (``data/clean/schema.json``, in the bundle
+as ``schema.json``): a column's type is its ``data.dtypes`` entry when declared, else the recorded
+one, so a table with no dtypes declared is served as well as one with all of them. (A bundle without
+``schema.json``, packaged before it existed, falls back to the declared columns.) Never a field: the
+label (``clean.label.column`` and the derived label) and ``featurize.exclude`` columns that nothing
+needs. Each field's description also says what training saw (its range, or its values), for
+information only. Every rule of the clean stage holds for a request as it holds for the data:
 
 - an integer lies within its column type (Int32, Int64) and ``clean.tables.<table>.ranges``, and a
   number within ``ranges``; outside, the request is rejected (the clean stage would fail);
@@ -27,14 +33,22 @@ schedule counts, the weather); a field left out is then missing exactly as train
 other field is required: the time column, the join keys and ``drop_missing`` columns (unless in an
 optional group), and any feature that was never missing (e.g. ``flight``). Schedule counts of the
 ``traffic`` group may be sent (they need the whole schedule); the service cannot derive them.
+
+Names come from ``serve`` (:class:`ServeConfig`): the request's list of records (``flights``), one
+record (``flight``, and the schema's name ``Flight``), and the answer's ``probability`` and
+``positive`` fields (``delay_probability``, ``delayed``); :func:`api_models` builds the HTTP bodies
+with them, :meth:`Scorer.predict` answers with them and ``ontime predict`` writes them as columns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import keyword
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,6 +63,8 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
+    field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -56,6 +72,7 @@ from ontime.candidates import Candidate, load_candidate
 from ontime.config import (
     CleanConfig,
     DataConfig,
+    DType,
     FeaturizeConfig,
     LabelConfig,
     StrictModel,
@@ -68,7 +85,7 @@ from ontime.data.collect import POLARS_DTYPES
 from ontime.data.featurize import GROUPS, featurize
 from ontime.errors import DataError
 from ontime.io import read_json
-from ontime.spec import FeatureSpec
+from ontime.spec import LABEL_SOURCE, FeatureSpec
 
 PY_TYPES: dict[str, Any] = {
     "Int64": int,
@@ -93,6 +110,33 @@ KINDS = {
     "Date": "Date",
     "Datetime": "Date-time",
 }
+# Recorded types a request carries as a wider one of the same kind (the frame it scores has that type).
+WIDER: dict[str, DType] = {
+    "Int8": "Int64",
+    "Int16": "Int64",
+    "UInt8": "Int64",
+    "UInt16": "Int64",
+    "UInt32": "Int64",
+    "Float32": "Float64",
+    "Categorical": "String",
+}
+MAX_SEEN = 20  # categories a field's description lists; the rest are counted
+SCHEMA_FILE = "schema.json"  # the clean stage's recorded schema, in the bundle
+# Names an API model may not take: BentoML passes a body field named args or kwargs as *args or
+# **kwargs (``_bentoml_impl/server/app.py``, api_endpoint), and the answer's own keys.
+BENTOML_RESERVED = ("args", "kwargs", "ctx", "context")
+ANSWER_KEYS = ("request_id", "predictions", "model_version")
+# The service's other schemas in /docs.json, which the record's schema (``record`` title-cased) must
+# not replace.
+API_SCHEMAS = (
+    "PredictRequest",
+    "PredictOneRequest",
+    "Prediction",
+    "Predictions",
+    "OnePrediction",
+    "ErrorBody",
+    "ErrorDetail",
+)
 
 
 class ServeConfig(StrictModel):
@@ -109,6 +153,126 @@ class ServeConfig(StrictModel):
     model_name: str = Field(
         pattern=r"^[a-z0-9][a-z0-9_.-]*$",
         description="the model's name in BentoML's store (lower-case letters, digits, -, _, .)",
+    )
+
+    @field_validator("records", "record", "probability", "positive")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.isidentifier() or keyword.iskeyword(value) or value.startswith("_"):
+            raise ValueError(
+                f"{value!r} is not a usable name: use letters, digits and _ (not first), e.g. records"
+            )
+        if value in BENTOML_RESERVED or value in ANSWER_KEYS:
+            raise ValueError(
+                f"{value!r} is reserved (BentoML or the answer uses it: {BENTOML_RESERVED + ANSWER_KEYS}); "
+                "pick another name"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ServeConfig:
+        if self.probability == self.positive:
+            raise ValueError(f"probability and positive are both {self.positive!r}; give them two names")
+        if self.record.title() in API_SCHEMAS:
+            raise ValueError(
+                f"record {self.record!r} would name its schema {self.record.title()!r}, which the "
+                f"service's {API_SCHEMAS} already use; pick another name"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------- recorded schema ---
+class RecordedColumn(BaseModel):
+    """One column as the clean stage recorded it (``schema.json``); unknown keys are ignored."""
+
+    model_config = ConfigDict(frozen=True)
+    dtype: str  # a config type (Int64, String, ...) or polars' name of another (Int8: the label)
+    declared: bool = False
+    nulls: int = 0
+    min: bool | int | float | str | None = None
+    max: bool | int | float | str | None = None
+    distinct: int | None = None
+    categories: list[str] | None = None
+
+
+class RecordedTable(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    rows: int
+    columns: dict[str, RecordedColumn]
+
+
+class RecordedSchema(BaseModel):
+    """The cleaned tables' columns, types and what they held (``data/clean/schema.json``)."""
+
+    model_config = ConfigDict(frozen=True)
+    version: Literal[1]
+    tables: dict[str, RecordedTable]
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecordedSchema:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: the recorded schema is missing; re-run `dvc repro clean`")
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            raise DataError(
+                f"{path}: not a recorded schema the service reads ({exc.error_count()} problem(s), first: "
+                f"{'.'.join(map(str, exc.errors()[0]['loc']))}: {exc.errors()[0]['msg']}); "
+                "re-run `dvc repro clean` and `dvc repro package`"
+            ) from None
+
+
+def seen_text(column: RecordedColumn) -> str | None:
+    """What training saw in a column, in a few words: its range, or its values (the first
+    ``MAX_SEEN``), or how many distinct values; None when the schema says nothing useful."""
+    if column.categories:
+        shown = ", ".join(column.categories[:MAX_SEEN])
+        more = len(column.categories) - MAX_SEEN
+        return shown + (f" and {more} more" if more > 0 else "")
+    if column.dtype != "Boolean" and column.min is not None and column.max is not None:
+        return f"{_seen(column.min)} to {_seen(column.max)}"
+    if column.dtype == "String" and column.distinct:
+        return f"{column.distinct} distinct values"
+    return None
+
+
+def _seen(value: bool | int | float | str) -> str:
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.6g}"
+    return _num(value) if isinstance(value, int | float) else str(value)
+
+
+def table_columns(
+    table: str, data: DataConfig, schema: RecordedSchema | None
+) -> dict[str, tuple[str, RecordedColumn | None]]:
+    """``table``'s columns: name -> (type, what clean recorded). The type is the declared one
+    (``data.dtypes``) if any, else the recorded one; with no schema, only the declared columns.
+    Declared columns come first, in their order, then the others as recorded."""
+    declared = data.dtypes.get(table, {})
+    if schema is None:
+        return {column: (dtype, None) for column, dtype in declared.items()}
+    if table not in schema.tables:
+        raise DataError(
+            f"the recorded schema has no table {table!r} (it has {sorted(schema.tables)}); re-run "
+            "`dvc repro clean` and `dvc repro package`"
+        )
+    recorded = schema.tables[table].columns
+    order = [c for c in declared if c in recorded] + [c for c in recorded if c not in declared]
+    return {column: (declared.get(column, recorded[column].dtype), recorded[column]) for column in order}
+
+
+def field_dtype(table: str, column: str, dtype: str) -> DType:
+    """The request type of a column: its own when a request can carry it, a wider one of the same
+    kind for a narrower number type a source may hold (Int16, Float32), else a clear error."""
+    if dtype in PY_TYPES:
+        return dtype  # type: ignore[return-value]
+    if dtype in WIDER:
+        return WIDER[dtype]
+    raise DataError(
+        f"column {table}.{column} is {dtype}, which a request cannot carry; declare its type in "
+        f"data.dtypes.{table}.{column} (one of {sorted(PY_TYPES)}) or add it to featurize.exclude, "
+        "then re-run `dvc repro`"
     )
 
 
@@ -130,6 +294,7 @@ class RequestField(BaseModel):
     normalize: Literal["upper", "lower", "strip"] | None = None  # clean.tables.<table>.normalize
     window: Window | None = None  # Date and Datetime fields: serve.time_window
     feature: str | None = None  # the model input it becomes as it is (None: it feeds derived ones)
+    seen: str | None = None  # what training saw (recorded schema): a range or values; informational
 
 
 def make_field(
@@ -142,8 +307,10 @@ def make_field(
     rules: TableRules | None,
     serve: ServeConfig,
     feature: str | None,
+    recorded: RecordedColumn | None = None,
 ) -> RequestField:
-    """A request field with the clean stage's rules for ``table.column`` and its type's bounds."""
+    """A request field with the clean stage's rules for ``table.column``, its type's bounds and,
+    from the ``recorded`` column, what training saw."""
     lo: int | float | None = None
     hi: int | float | None = None
     valid = rules.ranges.get(column) if rules else None
@@ -168,6 +335,7 @@ def make_field(
         normalize=rules.normalize.get(column) if rules and dtype == "String" else None,
         window=serve.time_window if dtype in ("Date", "Datetime") else None,
         feature=feature,
+        seen=seen_text(recorded) if recorded is not None else None,
     )
 
 
@@ -177,12 +345,16 @@ def request_fields(
     feat: FeaturizeConfig,
     serve: ServeConfig,
     spec: FeatureSpec | None = None,
+    schema: RecordedSchema | None = None,
 ) -> list[RequestField]:
-    """The raw fields a client sends, derived from the pipeline's config; with the model's ``spec``,
-    optional only where training saw the field's feature missing (see :func:`honest`)."""
+    """The raw fields a client sends, derived from the pipeline's config and the clean stage's
+    recorded ``schema`` (without it: the columns ``data.dtypes`` declares); with the model's
+    ``spec``, optional only where training saw the field's feature missing (see :func:`honest`)."""
     base = feat.base
-    base_cols = list(data.dtypes.get(base, {}))
-    needed = {c for c in base_cols if c not in feat.exclude and c != clean.label.column}
+    columns = table_columns(base, data, schema)
+    never = {clean.label.column, LABEL, LABEL_SOURCE}
+    base_cols = [c for c in columns if c not in never]
+    needed = {c for c in base_cols if c not in feat.exclude}
     for group in feat.derived:
         if group in GROUPS:
             needed.update(c for c in GROUPS[group][1] if c in base_cols)
@@ -190,7 +362,7 @@ def request_fields(
         needed.update(join.left_on)
     if feat.time_column:
         needed.add(feat.time_column)
-    needed.discard(clean.label.column)
+    needed -= never
     rules = clean.tables.get(base)
     required = set(rules.drop_missing if rules else []) | {
         k for j in feat.joins for k in j.left_on if j.table in serve.request_tables
@@ -202,11 +374,12 @@ def request_fields(
             column,
             table=base,
             column=column,
-            dtype=data.dtypes[base][column],
+            dtype=field_dtype(base, column, columns[column][0]),
             required=column in required,
             rules=rules,
             serve=serve,
             feature=column,
+            recorded=columns[column][1],
         )
         for column in base_cols
         if column in needed
@@ -214,16 +387,24 @@ def request_fields(
     for join in feat.joins:
         if join.table not in serve.request_tables:
             continue
+        joined = table_columns(join.table, data, schema)
+        absent = [c for c in join.columns if c not in joined and schema is not None]
+        if absent:
+            raise DataError(
+                f"featurize.joins: column(s) {absent} of {join.table!r} are not in the recorded schema "
+                f"(it has {sorted(joined)}); re-run `dvc repro clean` and `dvc repro package`"
+            )
         fields.extend(
             make_field(
-                column if column not in base_cols else f"{join.prefix}{column}",
+                column if column not in columns else f"{join.prefix}{column}",
                 table=join.table,
                 column=column,
-                dtype=data.dtypes.get(join.table, {}).get(column, "Float64"),
+                dtype=field_dtype(join.table, column, joined[column][0]) if column in joined else "Float64",
                 required=False,
                 rules=clean.tables.get(join.table),
                 serve=serve,
                 feature=f"{join.prefix}{column}",
+                recorded=joined[column][1] if column in joined else None,
             )
             for column in join.columns
         )
@@ -311,6 +492,8 @@ def describe(f: RequestField) -> str:
             f"from {f.window.start} (inclusive) to {f.window.end} (exclusive) UTC; outside: rejected "
             "(serve.time_window)"
         )
+    if f.seen is not None:
+        parts.append(f"seen in training: {f.seen} (for information; not a rule)")
     need = (
         "Required."
         if f.required
@@ -381,7 +564,7 @@ def _in_window(name: str, window: Window) -> Callable[[Any], Any]:
     return check
 
 
-def request_model(fields: list[RequestField], name: str = "Flight") -> type[BaseModel]:
+def request_model(fields: list[RequestField], name: str = "Record") -> type[BaseModel]:
     """A pydantic model of one record: types, bounds, formats, time window, required vs optional, a
     description of each (``/docs.json``); unknown fields rejected."""
     definitions: dict[str, Any] = {}
@@ -417,6 +600,83 @@ def request_model(fields: list[RequestField], name: str = "Flight") -> type[Base
     return create_model(name, __config__=config, **definitions)
 
 
+# ------------------------------------------------------------------------------ API models ---
+class Body(BaseModel):
+    """A request body: unknown top-level keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ApiModels:
+    """The service's request and answer bodies, their keys named by ``serve``."""
+
+    predict_request: type[BaseModel]  # POST /predict {<records>: [<Record>, ...]}
+    predict_one_request: type[BaseModel]  # POST /predict_one {<record>: <Record>}
+    prediction: type[BaseModel]  # {<probability>, <positive>, model_version}
+    predictions: type[BaseModel]  # {request_id, predictions: [<prediction>, ...]}
+    one_prediction: type[BaseModel]  # <prediction> and request_id
+
+
+def label_text(label: LabelConfig) -> str:
+    """When a row is positive, in words: ``arr_delay >= 15; a missing arr_delay counts as positive``."""
+    if label.threshold is not None:
+        rule = f"{label.column} >= {_num(label.threshold)}"
+    elif label.positive_value is not None:
+        rule = f"{label.column} == {json.dumps(label.positive_value)}"
+    else:
+        rule = f"{label.column} is 1 or true"
+    return rule + (f"; a missing {label.column} counts as positive" if label.missing_positive else "")
+
+
+def api_models(
+    serve: ServeConfig, record: type[BaseModel], label: LabelConfig, *, body: type[BaseModel] = Body
+) -> ApiModels:
+    """The HTTP bodies with the names of ``serve``: ``record`` is one record's model
+    (:func:`request_model`); ``body`` the base of both request bodies (the service passes one
+    that is also a BentoML IODescriptor); it must reject unknown keys."""
+    assert body.model_config.get("extra") == "forbid", f"{body.__name__} must forbid extra keys"
+    one, many = serve.record, serve.records
+    predict_request = create_model(
+        "PredictRequest",
+        __base__=body,
+        __doc__="The body of POST /predict; unknown top-level keys are rejected.",
+        **{  # type: ignore[call-overload]
+            many: (
+                list[record],  # type: ignore[valid-type]
+                Field(min_length=1, max_length=serve.max_batch_size, description=f"the {many} to score"),
+            )
+        },
+    )
+    predict_one_request = create_model(
+        "PredictOneRequest",
+        __base__=body,
+        __doc__="The body of POST /predict_one; unknown top-level keys are rejected.",
+        **{one: (record, Field(description=f"the {one} to score"))},  # type: ignore[call-overload]
+    )
+    probability = f"probability of the positive class (label: {label_text(label)})"
+    prediction = create_model(
+        "Prediction",
+        **{  # type: ignore[call-overload]
+            serve.probability: (float, Field(ge=0, le=1, description=probability)),
+            serve.positive: (
+                bool,
+                Field(description=f"{serve.probability} >= the model's decision threshold"),
+            ),
+            "model_version": (str, Field(description=f"the BentoML model tag that scored the {one}")),
+        },
+    )
+    request_id = (str, Field(description="uuid4 of this request, as in the request log"))
+    answers = list[prediction]  # type: ignore[valid-type]
+    predictions = create_model(
+        "Predictions",
+        request_id=request_id,
+        predictions=(answers, Field(description=f"one per {one}, in the request's order")),
+    )
+    one_prediction = create_model("OnePrediction", __base__=prediction, request_id=request_id)
+    return ApiModels(predict_request, predict_one_request, prediction, predictions, one_prediction)
+
+
 class Scorer:
     """Loads a bundle; scores validated records or a frame of raw rows."""
 
@@ -440,17 +700,27 @@ class Scorer:
         )
         self.candidate: Candidate = load_candidate(folder)
         self.lookups = {p.stem: pl.read_parquet(p) for p in sorted((folder / "lookups").glob("*.parquet"))}
-        self.fields = request_fields(self.data, self.clean, self.feat, self.serve, self.spec)
-        self.Record = request_model(self.fields)
+        # Bundles packaged before the schema was recorded have none: their fields are the declared columns.
+        self.schema = RecordedSchema.load(folder / SCHEMA_FILE) if (folder / SCHEMA_FILE).is_file() else None
+        self.fields = request_fields(self.data, self.clean, self.feat, self.serve, self.spec, self.schema)
+        self.Record = request_model(self.fields, name=self.serve.record.title())
 
     def check_servable(self) -> None:
         """A clear error when no request could be scored: the request schema has no fields."""
         if not self.fields:
-            raise DataError(
-                f"model {self.version}: its request schema has no fields (the data config declares no "
-                "dtypes), so nothing can be scored; declare the columns in data.dtypes and re-run "
-                "dvc repro"
+            why = (
+                "the recorded schema has no column the model needs"
+                if self.schema is not None
+                else f"the bundle has no {SCHEMA_FILE} and data.dtypes declares no columns"
             )
+            raise DataError(
+                f"model {self.version}: its request schema has no fields ({why}), so nothing can be "
+                "scored; re-run `dvc repro` (clean records the schema, package puts it in the bundle)"
+            )
+
+    def api_models(self, body: type[BaseModel] = Body) -> ApiModels:
+        """The service's request and answer bodies for this bundle (see :func:`api_models`)."""
+        return api_models(self.serve, self.Record, self.clean.label, body=body)
 
     # ---------------------------------------------------------------------------------------------
     def frame(self, records: list[dict[str, Any]]) -> pl.DataFrame:
@@ -512,12 +782,13 @@ class Scorer:
         return features, self.candidate.predict_proba(features)
 
     def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Scores for validated records: probability, decision at the threshold, model version."""
+        """Scores for validated records: probability, decision at the threshold, model version, under
+        the names of ``serve`` (``probability``, ``positive``)."""
         _, p = self.predict_frame(self.frame(records))
         return [
             {
-                "delay_probability": float(prob),
-                "delayed": bool(prob >= self.threshold),
+                self.serve.probability: float(prob),
+                self.serve.positive: bool(prob >= self.threshold),
                 "model_version": self.version,
             }
             for prob in p

@@ -3,9 +3,12 @@
 The stored model is a *bundle* folder that :class:`~ontime.serving.online.Scorer` loads: the
 champion folder from select (candidate files, ``model_card.json``, ``params.yaml``,
 ``feature_spec.json``), ``lookups/<table>.parquet`` for every table featurize joins that requests do
-not carry (``serve.request_tables``), and ``bundle.json`` with the version (the model tag). The
+not carry (``serve.request_tables``), ``schema.json`` (the clean stage's recorded schema, from which
+the request fields and their types come) and ``bundle.json`` with the version (the model tag). The
 bundle's ``params.yaml`` takes its ``serve`` section from the current params, so changing
-``serve.max_batch_size`` re-packages without retraining.
+``serve.max_batch_size`` (or the API's names) re-packages without retraining. The model's name in
+the store is ``serve.model_name`` (``ontime-delay`` for the default data, ``ontime-<data.name>``
+for a table of one's own), so models of different data sets never share a name.
 
 The store lives in ``$BENTOML_HOME`` (default ``~/bentoml``), outside the repository: DVC records
 ``models/package.json`` (the model and Bento tags), which is what the service serves from the
@@ -38,11 +41,10 @@ from ontime.config import FeaturizeConfig, load_params, section
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json
 from ontime.lineage import md5, provenance, tree_sha256
-from ontime.serving.online import Scorer, ServeConfig
+from ontime.serving.online import SCHEMA_FILE, RecordedSchema, Scorer, ServeConfig
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "ontime-delay"
 SERVED_MODEL_FILE = "served_model.json"  # inside a Bento: ontime/serving/served_model.json
 CHAMPION_FILES = ("candidate.json", "model_card.json", "params.yaml", "feature_spec.json")
 
@@ -69,13 +71,16 @@ def served_model_tag(package_json: str | Path | None = None) -> tuple[str, str]:
             raise DataError(
                 f"{path.resolve()}: not found, so there is no packaged model to serve; run `dvc repro "
                 "package` (or `dvc pull`) in the repository and serve from its root, or set ONTIME_MODEL "
-                f"to a pinned tag ({MODEL_NAME}:<version>; `bentoml models list` shows them)"
+                "to a pinned tag (<name>:<version>, the name being params serve.model_name; `bentoml "
+                "models list` shows them)"
             )
         tag, source = str(read_json(path)["model_tag"]), str(path)
     if tag.endswith(":latest") or ":" not in tag:
+        name = tag.split(":")[0] or "<name>"
         raise DataError(
             f"model {tag!r} (from {source}) is not pinned; give a tag with its version, e.g. "
-            f"{MODEL_NAME}:<version> from models/package.json"
+            f"{name}:<version> (`bentoml models list {name}` shows them; models/package.json names the "
+            "one the pipeline packaged)"
         )
     return tag, source
 
@@ -115,12 +120,33 @@ def lookup_tables(params: dict[str, Any], clean: Path) -> dict[str, Path]:
     return {t: clean / f"{t}.parquet" for t in tables}
 
 
+def recorded_schema(clean: Path) -> Path:
+    """The clean stage's recorded schema (``schema.json``), checked to be one the service reads."""
+    path = clean / SCHEMA_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{path}: the recorded schema of the cleaned tables is missing (the request fields come "
+            "from it); re-run `dvc repro clean` (or pass --clean the clean stage's folder)"
+        )
+    RecordedSchema.load(path)
+    return path
+
+
 def assemble_bundle(
-    champion: Path, lookups: dict[str, Path], dest: Path, *, params: dict[str, Any], version: str
+    champion: Path,
+    lookups: dict[str, Path],
+    dest: Path,
+    *,
+    params: dict[str, Any],
+    version: str,
+    schema: Path | None = None,
 ) -> None:
-    """Write the bundle into ``dest`` (absent or empty): champion, lookups, params, bundle.json."""
+    """Write the bundle into ``dest`` (absent or empty): champion, lookups, params, the recorded
+    schema (as ``schema.json``), bundle.json."""
     shutil.copytree(champion, dest, dirs_exist_ok=True)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if schema is not None:
+        shutil.copy2(schema, dest / SCHEMA_FILE)
     (dest / "lookups").mkdir()
     for table, path in lookups.items():
         shutil.copy2(path, dest / "lookups" / f"{table}.parquet")
@@ -181,6 +207,19 @@ def stored(kind: str, tag: str) -> bool:
     return True
 
 
+def bento_spec(bentofile: Path, dest: Path, serve: ServeConfig, data_name: str) -> Path:
+    """``bentofile.yaml`` with the Bento named after the model (``<serve.model_name>-service``): the
+    default data's Bento keeps the file's name and description; another data set's gets its own."""
+    spec = yaml.safe_load(bentofile.read_text()) or {}
+    name = f"{serve.model_name}-service"
+    if spec.get("name") == name:
+        return bentofile
+    spec["name"] = name
+    spec["description"] = f"ontime: the {data_name} model ({serve.model_name}), served from your own data"
+    dest.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return dest
+
+
 def main(
     params_path: str,
     champion_dir: str,
@@ -201,13 +240,14 @@ def main(
 
     params = bundle_params(champion, serve)
     lookups = lookup_tables(params, clean)
+    schema = recorded_schema(clean)
     metadata = {
         "champion": card["champion"],
         "selected_by": card["selected_by"],
         "threshold": card["threshold"],
         "test_metrics": card["test_metrics"],
         "valid_metrics": card["valid_metrics"],
-        "data_version": {**card["data_version"], **{str(p): md5(p) for p in lookups.values()}},
+        "data_version": {**card["data_version"], **{str(p): md5(p) for p in [*lookups.values(), schema]}},
         "source_data": (card.get("lineage") or {}).get("collect", {}).get("outs", "unknown"),
         "params_sha256": hashlib.sha256(yaml.safe_dump(params, sort_keys=False).encode()).hexdigest(),
         "git": provenance(),
@@ -221,10 +261,10 @@ def main(
         # The bundle, hashed before bundle.json (which names the version) is written.
         staged = Path(work) / "bundle"
         staged.mkdir()
-        assemble_bundle(champion, lookups, staged, params=params, version="")
+        assemble_bundle(champion, lookups, staged, params=params, version="", schema=schema)
         (staged / "bundle.json").unlink()
         files = [f for f in staged.rglob("*") if f.is_file()]
-        tag = f"{MODEL_NAME}:{content_version(tree_sha256(staged, files))}"
+        tag = f"{serve.model_name}:{content_version(tree_sha256(staged, files))}"
         write_json(staged / "bundle.json", {"version": tag})
         if stored("model", tag):
             log.info("package: model %s is already in the store (same content): reused", tag)
@@ -241,11 +281,14 @@ def main(
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
         write_json(ctx / "ontime" / "serving" / SERVED_MODEL_FILE, {"model_tag": tag})
+        bento_file = bento_spec(
+            Path(bentofile), Path(work) / "bentofile.yaml", serve, str(params["data"]["name"])
+        )
         code = tree_sha256(Path(build_ctx), included)
         version = content_version(
-            hashlib.sha256(f"{tag}\0{code}\0".encode() + Path(bentofile).read_bytes()).hexdigest()
+            hashlib.sha256(f"{tag}\0{code}\0".encode() + bento_file.read_bytes()).hexdigest()
         )
-        bento_tag = f"{yaml.safe_load(Path(bentofile).read_text())['name']}:{version}"
+        bento_tag = f"{yaml.safe_load(bento_file.read_text())['name']}:{version}"
         if stored("bento", bento_tag):
             log.info("package: Bento %s is already in the store (same model and code): reused", bento_tag)
         else:
@@ -253,7 +296,7 @@ def main(
             # (the installed copy of the code may be imported rather than the build context's).
             with _env("ONTIME_MODEL", tag):
                 bento = bentoml.bentos.build_bentofile(
-                    bentofile, build_ctx=str(ctx), version=version, labels={"model": tag}
+                    str(bento_file), build_ctx=str(ctx), version=version, labels={"model": tag}
                 )
             bento_tag = str(bento.tag)
             log.info("package: built Bento %s", bento_tag)

@@ -1,9 +1,11 @@
-"""``ontime predict``: score a file of flights offline, with the service's validation and scoring.
+"""``ontime predict``: score a file of records offline, with the service's validation and scoring.
 
 Input: Parquet or CSV with the data's raw fields (the request fields of the service; see
-``Scorer.fields``). Output: Parquet with every input row and column, plus ``delay_probability``,
-``delayed`` and ``model_version``. Columns that are not request fields (ids, outcomes) are carried
-through and never reach the model; NaN in a request field counts as missing.
+``Scorer.fields``). Output: Parquet with every input row and column, plus the answer's columns in
+the names of the bundle's params ``serve``: ``probability`` and ``positive`` (``delay_probability``
+and ``delayed`` for the default data) and ``model_version``. Columns that are not request fields
+(ids, outcomes) are carried through and never reach the model; NaN in a request field counts as
+missing, and a required field missing from the file fails naming it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from ontime.serving.package import served_model_tag
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS = ("delay_probability", "delayed", "model_version")
+
+def output_columns(scorer: Scorer) -> tuple[str, str, str]:
+    """The columns ``ontime predict`` adds: the probability, the decision, the model version."""
+    return scorer.serve.probability, scorer.serve.positive, "model_version"
 
 
 def load_scorer(model: str | None = None) -> Scorer:
@@ -44,7 +49,8 @@ def load_scorer(model: str | None = None) -> Scorer:
 
 def score_frame(scorer: Scorer, df: pl.DataFrame) -> pl.DataFrame:
     """``df`` plus the three prediction columns; rows validated exactly as the service does."""
-    clash = [c for c in OUTPUT_COLUMNS if c in df.columns]
+    probability, positive, version = output_columns(scorer)
+    clash = [c for c in (probability, positive, version) if c in df.columns]
     if clash:
         raise DataError(f"input already has column(s) {clash}; drop or rename them")
     scorer.check_servable()
@@ -52,12 +58,14 @@ def score_frame(scorer: Scorer, df: pl.DataFrame) -> pl.DataFrame:
     ignored = [c for c in df.columns if c not in names]
     if ignored:
         log.info("predict: %d column(s) are not request fields, carried through: %s", len(ignored), ignored)
-    records = scorer.validate(df.select(c for c in df.columns if c in names).to_dicts())
-    predictions = scorer.predict(records)
+    fields = [c for c in df.columns if c in names]
+    # a file with none of the fields still has its rows: each is then validated (and refused) as empty
+    rows = df.select(fields).to_dicts() if fields else [{} for _ in range(df.height)]
+    predictions = scorer.predict(scorer.validate(rows))
     return df.with_columns(
-        pl.Series("delay_probability", [p["delay_probability"] for p in predictions], dtype=pl.Float64),
-        pl.Series("delayed", [p["delayed"] for p in predictions], dtype=pl.Boolean),
-        pl.Series("model_version", [p["model_version"] for p in predictions], dtype=pl.String),
+        pl.Series(probability, [p[probability] for p in predictions], dtype=pl.Float64),
+        pl.Series(positive, [p[positive] for p in predictions], dtype=pl.Boolean),
+        pl.Series(version, [p[version] for p in predictions], dtype=pl.String),
     )
 
 

@@ -1,10 +1,10 @@
-"""The service's inner step: score a batch of validated flights in one call, answer per flight.
+"""The service's inner step: score a batch of validated records in one call, answer per record.
 
 Under adaptive batching the rows of several requests arrive together, so a batch must never fail
-its batch mates for one row. A flight whose probability is not finite gets a 422 of its own (the
-model scored the batch; that row's answer is NaN). Scoring itself does not raise for a flight the
+its batch mates for one row. A record whose probability is not finite gets a 422 of its own (the
+model scored the batch; that row's answer is NaN). Scoring itself does not raise for a record the
 request schema accepts (every value fits its column type, range and format); if it raises all the
-same, that is a bug: every flight of the batch gets a 500, the traceback is logged once, and
+same, that is a bug: every record of the batch gets a 500, the traceback is logged once, and
 nothing is scored again (re-scoring row by row took seconds per request, so the batching queue shed
 the batch mates' requests with 503s).
 """
@@ -28,15 +28,15 @@ INTERNAL = "internal error while scoring; the server log has the traceback"
 
 
 class Scored(BaseModel):
-    """The inner step's answer for one flight."""
+    """The inner step's answer for one record."""
 
-    probability: float | None = Field(description="null when the flight could not be scored")
-    features: dict[str, Any] = Field(description="the model's feature columns for the flight")
+    probability: float | None = Field(description="null when the record could not be scored")
+    features: dict[str, Any] = Field(description="the model's feature columns for the record")
     error: str | None = None
     status: int = 200
 
 
-def score_flights(scorer: Scorer, records: list[dict[str, Any]]) -> list[Scored]:
+def score_records(scorer: Scorer, records: list[dict[str, Any]]) -> list[Scored]:
     """One answer per record, in order, from ONE scoring call: a probability and the features, a
     422 for a row whose probability is not finite, or a 500 for every row when the call raises."""
     if not records:
@@ -45,13 +45,16 @@ def score_flights(scorer: Scorer, records: list[dict[str, Any]]) -> list[Scored]
         features, probs = scorer.predict_frame(scorer.frame(records))
     except Exception:
         log.exception(
-            "scoring a batch of %d flight(s) failed: all answered 500, none re-scored", len(records)
+            "scoring a batch of %d %s failed: all answered 500, none re-scored",
+            len(records),
+            scorer.serve.records,
         )
         return [Scored(probability=None, features={}, error=INTERNAL, status=500) for _ in records]
-    return [_scored(row, float(p)) for row, p in zip(features.to_dicts(), probs, strict=True)]
+    noun = scorer.serve.record
+    return [_scored(row, float(p), noun) for row, p in zip(features.to_dicts(), probs, strict=True)]
 
 
-def _scored(features: dict[str, Any], p: float) -> Scored:
+def _scored(features: dict[str, Any], p: float, noun: str) -> Scored:
     if math.isfinite(p):
         return Scored(probability=p, features=features)
     bad = {k for k, v in features.items() if isinstance(v, float) and not abs(v) <= F32_MAX}
@@ -60,6 +63,6 @@ def _scored(features: dict[str, Any], p: float) -> Scored:
     return Scored(
         probability=None,
         features={k: None if k in bad else v for k, v in features.items()},
-        error=f"the model gives no finite probability for this flight{hint}; check its numeric fields",
+        error=f"the model gives no finite probability for this {noun}{hint}; check its numeric fields",
         status=422,
     )

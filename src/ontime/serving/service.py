@@ -1,4 +1,4 @@
-"""The BentoML service: validated flights in, delay probabilities out, every scored flight logged.
+"""The BentoML service: validated records (flights) in, probabilities out, every scored record logged.
 
 Serve the packaged model (``dvc repro package`` builds both the model and the Bento)::
 
@@ -18,18 +18,20 @@ inner step is on no TCP port and in no ``/docs.json``. (Within one service it co
 ``self.to_async`` calls the service's own ASGI app, middleware included, exactly as an outside
 client does: ``_bentoml_impl/server/app.py``, ``create_instance``.)
 
-HTTP contract (JSON, ``Content-Type: application/json``):
+HTTP contract (JSON, ``Content-Type: application/json``), in the names of params ``serve`` (the
+default data's shown; a table of one's own has ``records``, ``record``, ``probability``, ``positive``):
 
 - ``POST /predict`` ``{"flights": [<flight>, ...]}`` (1 to ``serve.max_batch_size`` flights) ->
   ``{"request_id": "<uuid4>", "predictions": [{"delay_probability": 0.31, "delayed": true,
   "model_version": "ontime-delay:<version>"}, ...]}``, one prediction per flight, in order.
 - ``POST /predict_one`` ``{"flight": <flight>}`` -> ``{"request_id": ..., "delay_probability": ...,
   "delayed": ..., "model_version": ...}``.
-- A ``<flight>`` is an object with the raw fields of the data (see ``/docs.json``: every field with
-  its type, range and whether it is required). Unknown fields, in a flight or at the top level of
-  the body, are rejected.
+- A ``<flight>`` (schema ``Flight``) is an object with the raw fields of the data (see
+  ``/docs.json``: every field with its type, range, what training saw and whether it is required).
+  Unknown fields, in a flight or at the top level of the body, are rejected.
 - Errors are ``{"error": "<summary>", "detail": [{"loc": [...], "msg": "...", "type": "..."}, ...]}``
-  (``detail`` may be empty): 400 for a body that is not JSON or fails the schema (missing field,
+  (``detail`` may be empty; ``loc`` in the configured names, e.g. ``["flights", 0, "distance"]``):
+  400 for a body that is not JSON or fails the schema (missing field,
   wrong type, out of range, NaN/Infinity, unknown key, empty list, too many flights), 413 for a body
   over the size limit, 415 for a body that is not JSON by its Content-Type, 422 for a flight the
   model gives no finite probability (``loc`` names it; the request's other flights are not
@@ -39,6 +41,13 @@ HTTP contract (JSON, ``Content-Type: application/json``):
 - Also public: ``/livez``, ``/healthz``, ``/readyz`` (503 until the scorer is up), ``/metrics``
   (Prometheus), ``/docs.json``, the docs UI at ``/`` with its static files, and ``/schema.json``
   (what ``bentoml.SyncHTTPClient`` reads). Nothing else: ``/score_batch`` answers 404.
+
+Names in BentoML: the request bodies are pydantic models made at import (``api_models``) with the
+configured keys, passed as ``input_spec``. BentoML calls an API method with one keyword argument
+per field of its input_spec (``_bentoml_impl/server/app.py``, ``api_endpoint``: ``call_kwargs =
+{k: getattr(input_data, k) for k in input_data.model_fields}``) and does not compare the spec with
+the method's signature, so the methods take ``**body`` and read the configured key. (A field named
+``args`` or ``kwargs`` would be spread as ``*args``/``**kwargs``: ``ServeConfig`` refuses them.)
 
 Logging: a request rejected for its content (400) is one INFO line (path, error count, the first
 error's location and type; BentoML's trace and span ids), never a traceback echoing the input.
@@ -61,7 +70,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import aiohttp  # BentoML's client to the scorer (a dependency of bentoml)
 import bentoml
@@ -70,10 +79,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
 from ontime.io import read_json
-from ontime.serving.online import Scorer
+from ontime.serving.online import Body, Scorer
 from ontime.serving.package import served_model_tag
 from ontime.serving.requestlog import RequestLog, record, rotation_settings
-from ontime.serving.scoring import Scored, score_flights
+from ontime.serving.scoring import Scored, score_records
 
 # A child of BentoML's logger, so `bentoml serve` prints it with its own (worker-tagged) lines.
 log = logging.getLogger("bentoml.ontime")
@@ -91,55 +100,34 @@ MODEL_PATH = Path(MODEL_REF.resolve().path)
 SCORER = Scorer(MODEL_PATH)
 SCORER.check_servable()
 rotation_settings()  # a bad ONTIME_REQUEST_LOG_* value stops `bentoml serve` before any worker starts
-Flight = SCORER.Record
 MAX_BATCH = SCORER.serve.max_batch_size
-# A flight at its largest (every string field at 64 characters) is under 4 KiB of JSON.
+RECORDS, RECORD = SCORER.serve.records, SCORER.serve.record  # the body keys: "flights", "flight"
+PROBABILITY, POSITIVE = SCORER.serve.probability, SCORER.serve.positive
+# A record at its largest (every string field at 64 characters) is under 4 KiB of JSON.
 MAX_BODY_BYTES = 4096 * MAX_BATCH + 65_536
 # A rejected body is read (and discarded) up to this much before the answer, so that a client that
 # sends its whole body before reading (Python's http.client) reads the 413, not a reset connection.
 DRAIN_BYTES = 8 * MAX_BODY_BYTES
 
 
-# ------------------------------------------------------------------------------ request models ---
-class PredictRequest(bentoml.IODescriptor):
-    """The body of POST /predict; unknown top-level keys are rejected (BentoML's own input model,
+# ------------------------------------------------------------------------ request and answer ---
+class RequestBody(Body, bentoml.IODescriptor):
+    """A request body BentoML reads; unknown top-level keys are rejected (BentoML's own input model,
     made from the method's signature, would ignore them)."""
 
-    model_config = ConfigDict(extra="forbid")
-    flights: Annotated[
-        list[Flight],  # type: ignore[valid-type]
-        Field(min_length=1, max_length=MAX_BATCH, description="the flights to score"),
-    ]
 
-
-class PredictOneRequest(bentoml.IODescriptor):
-    """The body of POST /predict_one; unknown top-level keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid")
-    flight: Flight = Field(description="the flight to score")  # type: ignore[valid-type]
-
-
-# ----------------------------------------------------------------------------- response models ---
-class Prediction(BaseModel):
-    delay_probability: float = Field(ge=0, le=1, description="probability of arriving 15+ min late")
-    delayed: bool = Field(description="delay_probability >= the model's decision threshold")
-    model_version: str = Field(description="the BentoML model tag that scored the flight")
-
-
-class Predictions(BaseModel):
-    request_id: str = Field(description="uuid4 of this request, as in the request log")
-    predictions: list[Prediction] = Field(description="one per flight, in the request's order")
-
-
-class OnePrediction(Prediction):
-    request_id: str = Field(description="uuid4 of this request, as in the request log")
+# PredictRequest {<records>: [<Record>, ...]}, PredictOneRequest {<record>: <Record>}, and the answers
+# Prediction, Predictions, OnePrediction with the <probability> and <positive> keys (params serve).
+API = SCORER.api_models(body=RequestBody)
 
 
 class ErrorDetail(BaseModel):
     """One problem with a request (pydantic's error format; it may carry more keys, e.g. ``url``)."""
 
     model_config = ConfigDict(extra="allow")
-    loc: list[str | int] = Field(description='where: the path to the field, e.g. ["flights", 0, "distance"]')
+    loc: list[str | int] = Field(
+        description=f'where: the path to the field, e.g. ["{RECORDS}", 0, "<field>"]'
+    )
     msg: str = Field(description="what is wrong, and the fix")
     type: str = Field(description="the kind of problem, e.g. missing, greater_than_equal, unscorable")
 
@@ -157,7 +145,7 @@ ERRORS = {  # status -> when (declared on every public POST endpoint in /docs.js
     400: "the body is not JSON, or fails the schema: one detail entry per problem",
     413: f"the body is over {MAX_BODY_BYTES} bytes",
     415: "the Content-Type is not application/json",
-    422: "a flight the model gives no finite probability; detail names each (loc: flights, index)",
+    422: f"a {RECORD} the model gives no finite probability; detail names each (loc: {RECORDS}, index)",
     500: "a bug; the server log has the traceback",
     503: "the scorer is overloaded (its batching queue is full) or unreachable; retry later",
     504: f"scoring took over {TIMEOUT_S} s",
@@ -266,7 +254,7 @@ class RequestGuard:
             await self._reject(scope, receive, send, 415, f"Content-Type {name!r} is not supported; "
                                "send JSON with Content-Type: application/json")  # fmt: skip
             return
-        too_big = f"request body over {self.max_bytes} bytes; send at most {MAX_BATCH} flights per request"
+        too_big = f"request body over {self.max_bytes} bytes; send at most {MAX_BATCH} {RECORDS} per request"
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_bytes):
             if declared.strip().isdigit():
@@ -341,14 +329,15 @@ class OntimeScorer:
 
     @bentoml.api(batchable=BATCHING, max_batch_size=max(2, MAX_BATCH), max_latency_ms=MAX_LATENCY_MS)
     def score_batch(self, flights: list[dict[str, Any]]) -> list[Scored]:
-        """Validated flights (rows of several requests, batched) -> one answer per flight."""
-        return score_flights(self.scorer, flights)
+        """Validated records (rows of several requests, batched) -> one answer per record. (The
+        parameter keeps its name whatever ``serve.records`` is: this API is internal.)"""
+        return score_records(self.scorer, flights)
 
 
 # BentoML's own 504 (its traffic timeout) is a backstop behind this service's TIMEOUT_S for scoring.
 @bentoml.service(traffic={"timeout": TIMEOUT_S + 5}, workers=WORKERS)
 class OntimeDelay:
-    """Will a scheduled flight out of New York arrive 15+ minutes late (or be cancelled)?"""
+    """The packaged champion: the probability of the positive class for each record it is sent."""
 
     scoring = bentoml.depends(OntimeScorer)
 
@@ -376,33 +365,35 @@ class OntimeDelay:
     def __is_ready__(self) -> bool:
         return self.scorer is not None
 
-    @bentoml.api(route="/predict", input_spec=PredictRequest)
-    async def predict(self, flights: list[Any]) -> Predictions:
-        """Delay probability and decision for each flight (1 to serve.max_batch_size per request)."""
-        answer = await self._answer(flights, loc=lambda i: ["flights", i])
+    # BentoML calls each with one keyword argument per field of its input_spec: {RECORDS: [...]} and
+    # {RECORD: {...}}, keys that come from params (see the module's docstring).
+    @bentoml.api(route="/predict", input_spec=API.predict_request, output_spec=API.predictions)
+    async def predict(self, **body: Any) -> Any:
+        """Probability and decision for each record (1 to serve.max_batch_size per request)."""
+        answer = await self._answer(body[RECORDS], loc=lambda i: [RECORDS, i])
         if isinstance(answer, JSONResponse):
-            return answer  # type: ignore[return-value]
+            return answer
         request_id, predictions = answer
-        return Predictions(request_id=request_id, predictions=predictions)
+        return API.predictions(request_id=request_id, predictions=predictions)
 
-    @bentoml.api(route="/predict_one", input_spec=PredictOneRequest)
-    async def predict_one(self, flight: Any) -> OnePrediction:
-        """Delay probability and decision for one flight."""
-        answer = await self._answer([flight], loc=lambda i: ["flight"])
+    @bentoml.api(route="/predict_one", input_spec=API.predict_one_request, output_spec=API.one_prediction)
+    async def predict_one(self, **body: Any) -> Any:
+        """Probability and decision for one record."""
+        answer = await self._answer([body[RECORD]], loc=lambda i: [RECORD])
         if isinstance(answer, JSONResponse):
-            return answer  # type: ignore[return-value]
+            return answer
         request_id, predictions = answer
-        return OnePrediction(request_id=request_id, **predictions[0].model_dump())
+        return API.one_prediction(request_id=request_id, **predictions[0].model_dump())
 
     # -------------------------------------------------------------------------------------------
     async def _answer(
-        self, flights: list[Any], *, loc: Callable[[int], list[str | int]]
-    ) -> tuple[str, list[Prediction]] | JSONResponse:
-        """Score, log and answer; ``loc(i)`` locates flight ``i`` in the request for a 422."""
+        self, records: list[Any], *, loc: Callable[[int], list[str | int]]
+    ) -> tuple[str, list[BaseModel]] | JSONResponse:
+        """Score, log and answer; ``loc(i)`` locates record ``i`` in the request for a 422."""
         try:
-            return await self._scored(flights, loc)
+            return await self._scored(records, loc)
         except Exception:
-            log.exception("answering %d flight(s) failed", len(flights))
+            log.exception("answering %d %s failed", len(records), RECORDS)
             return error_response(500, SERVER_ERROR)
 
     async def _score(self, records: list[dict[str, Any]]) -> list[Scored] | JSONResponse:
@@ -415,28 +406,28 @@ class OntimeDelay:
                     # A kept-alive connection the scorer closed while idle (its keep-alive timeout)
                     # fails on write ("Can not write request body"); scoring is pure, so one retry
                     # on a fresh connection is safe. A scorer that is really down fails again.
-                    log.info("scoring %d flight(s): retrying once after %s", len(records), exc)
+                    log.info("scoring %d record(s): retrying once after %s", len(records), exc)
                     raw = await self.scoring.to_async.score_batch(flights=records)
         except TimeoutError:
-            log.warning("scoring %d flight(s) took over %d s: answered 504", len(records), TIMEOUT_S)
+            log.warning("scoring %d record(s) took over %d s: answered 504", len(records), TIMEOUT_S)
             return error_response(504, f"scoring took over {TIMEOUT_S} s; retry later")
         except (aiohttp.ClientError, OSError) as exc:  # no connection: the scorer is down (restarting)
             log.warning(
-                "scoring %d flight(s): the scorer is unreachable (%s): answered 503", len(records), exc
+                "scoring %d record(s): the scorer is unreachable (%s): answered 503", len(records), exc
             )
             return error_response(503, ERRORS[503])
         except BentoMLException as exc:  # the scorer's HTTP error, e.g. 503 from its batching queue
             status = 503 if exc.error_code == 503 else 500
-            log.warning("scoring %d flight(s): the scorer answered %d: answered %d", len(records),
+            log.warning("scoring %d record(s): the scorer answered %d: answered %d", len(records),
                         exc.error_code, status)  # fmt: skip
             return error_response(status, ERRORS[503] if status == 503 else SERVER_ERROR)
         return [s if isinstance(s, Scored) else Scored.model_validate(s) for s in raw]
 
     async def _scored(
-        self, flights: list[Any], loc: Callable[[int], list[str | int]]
-    ) -> tuple[str, list[Prediction]] | JSONResponse:
+        self, records: list[Any], loc: Callable[[int], list[str | int]]
+    ) -> tuple[str, list[BaseModel]] | JSONResponse:
         request_id = str(uuid.uuid4())
-        scored = await self._score([f.model_dump() for f in flights])
+        scored = await self._score([r.model_dump() for r in records])
         if isinstance(scored, JSONResponse):
             return scored
         failed = [(i, s) for i, s in enumerate(scored) if s.error is not None]
@@ -444,16 +435,18 @@ class OntimeDelay:
             if max(s.status for _, s in failed) >= 500:
                 return error_response(500, SERVER_ERROR)  # the scorer logged the traceback, once
             detail = [{"loc": loc(i), "msg": s.error, "type": "unscorable"} for i, s in failed]
-            return error_response(422, f"{len(failed)} flight(s) could not be scored", detail)
+            return error_response(422, f"{len(failed)} {RECORD}(s) could not be scored", detail)
         now = dt.datetime.now(dt.UTC)
         threshold = self.scorer.threshold
         predictions = []
         entries = []
         for s in scored:
             assert s.probability is not None
-            delayed = s.probability >= threshold
+            positive = s.probability >= threshold
             predictions.append(
-                Prediction(delay_probability=s.probability, delayed=delayed, model_version=self.version)
+                API.prediction(
+                    **{PROBABILITY: s.probability, POSITIVE: positive, "model_version": self.version}
+                )
             )
             entries.append(
                 record(
@@ -462,7 +455,7 @@ class OntimeDelay:
                     model_version=self.version,
                     features=s.features,
                     probability=s.probability,
-                    decision=int(delayed),
+                    decision=int(positive),
                 )
             )
         self.log.write(entries)
