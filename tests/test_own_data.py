@@ -148,7 +148,8 @@ def test_experiments_on_different_files_do_not_invalidate_each_other(penguins_re
     other.write_csv(repo / "data/external/recent.csv", null_value="NA")
     run(["dvc", "add", "-q", "data/external/recent.csv"], repo)
     # data/external/.gitignore ignores every data file once and for all: `dvc add` does not edit it
-    assert run(["git", "status", "--short"], repo).stdout.splitlines() == ["?? data/external/recent.csv.dvc"]
+    status = run(["git", "status", "--short", "--untracked-files=all", "data/external"], repo).stdout
+    assert [line[3:] for line in status.splitlines()] == ["data/external/recent.csv.dvc"], status
     run(["git", "add", "data/external/recent.csv.dvc"], repo)
     run(["git", "commit", "-qm", "recent penguins"], repo)
     # the penguins experiment's collect depends on penguins.csv only: a new file does not touch it
