@@ -156,10 +156,11 @@ def test_dvc_repro_whole_graph(smoke_repo: SmokeRepo) -> None:
 
 
 def test_grid_search_through_the_queue(smoke_repo: SmokeRepo) -> None:
-    # A clone with the run cache pulled: queued runs restore the unchanged stages instead of running them.
+    # A clone with the run cache pulled: queued runs restore the unchanged stages instead of running
+    # them. A grid over a report setting: the queue's mechanics, with only the report stage to run.
     repo = smoke_repo.clone("grid")
     overrides = [f"-S{o}" for o in SMOKE_GRAPH]
-    run(["dvc", "exp", "run", "--queue", *overrides, "-S", "finetune.lr=0.0001,0.001"], repo)
+    run(["dvc", "exp", "run", "--queue", *overrides, "-S", "report.top_drifted=2,3"], repo)
     run(["dvc", "queue", "start", "-j", "2"], repo)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -169,10 +170,13 @@ def test_grid_search_through_the_queue(smoke_repo: SmokeRepo) -> None:
         time.sleep(2)
     assert status.count("Success") == 2, status
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    lrs = sorted(
-        exp["data"]["params"]["params.yaml"]["data"]["finetune"]["lr"]
+    runs = sorted(
+        (
+            exp["data"]["params"]["params.yaml"]["data"]["report"]["top_drifted"],
+            len(exp["data"]["metrics"]["metrics/report.json"]["data"]["top_drifted"]),
+        )
         for commit in shown
         for group in commit.get("experiments") or []
         for exp in group["revs"]
     )
-    assert lrs == [0.0001, 0.001], lrs
+    assert runs == [(2, 2), (3, 3)], runs
