@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import polars as pl
 import pytest
 
@@ -32,6 +33,7 @@ PENGUINS_OVERRIDES = [
     "split.valid_days=null",
     "split.valid_share=0.25",
     "baseline.min_child_samples=5",
+    "baseline.cv_folds=0",  # its expanding-window folds are by month; one year has one
     "serve.time_window={start: '2007-01-01', end: '2100-01-01'}",
 ]
 SHRINK = ["experiment=smoke", *TINY]
@@ -169,3 +171,82 @@ def test_experiments_on_different_files_do_not_invalidate_each_other(penguins_re
     assert json.loads(run(["dvc", "status", "collect", "--json"], repo).stdout) == {}
     assert run(["git", "status", "--short", "data/external"], repo).stdout == ""
     assert pl.read_parquet(repo / "data/raw/table.parquet").get_column("year").min() == 2007
+
+
+def write_variant(repo: Path, name: str, df: pl.DataFrame, *, index: bool = False) -> str:
+    """A variant of the penguins table as data/external/<name>.csv, added to DVC and committed."""
+    path = repo / "data/external" / f"{name}.csv"
+    if index:  # a row index saved with a blank header, as pandas' to_csv() writes it
+        df = df.with_row_index("")
+    df.write_csv(path, null_value="NA")
+    run(["dvc", "add", "-q", str(path.relative_to(repo))], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", name], repo)
+    return f"data.tables.table=data/external/{name}.csv"
+
+
+def fails(repo: Path, overrides: list[str], target: str) -> str:
+    args = ["dvc", "exp", "run", *(a for o in overrides for a in ("-S", o)), target]
+    proc = run(args, repo, check=False)
+    assert proc.returncode != 0, proc.stdout
+    return proc.stdout + proc.stderr
+
+
+def test_silent_mistakes_stop_the_run_naming_the_fix(repo: Path) -> None:
+    penguins = pl.read_csv(penguins_csv(), null_values=["NA"])
+    base = [o for o in PENGUINS_OVERRIDES if not o.startswith("data.tables.table=")]
+
+    # a stray text value in a numeric column: not a silent categorical feature
+    stray = penguins.with_columns(pl.col("body_mass_g").cast(pl.String))
+    stray = stray.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7)
+        .then(pl.lit("abc"))
+        .otherwise(pl.col("body_mass_g"))
+        .alias("body_mass_g")
+    )
+    said = fails(repo, [*base, write_variant(repo, "stray", stray)], "collect")
+    assert "column 'body_mass_g' looks numeric, but 1 of its" in said
+    assert "'abc'" in said
+    assert "data.mixed_types=missing" in said
+
+    # the target's name misspelt: the message names the real setting and the closest column
+    table = write_variant(repo, "plain", penguins)
+    said = fails(repo, [*base, table, "clean.label.column=sexx"], "clean")
+    assert "clean.label.column" in said
+    assert "did you mean 'sex'" in said
+
+    # a typo in featurize.exclude: not silently ignored
+    said = fails(repo, [*base, table, "featurize.exclude=[islnd]"], "featurize")
+    assert "featurize.exclude names 'islnd'" in said
+    assert "did you mean 'island'" in said
+
+    # columns that rebuild the label's source between them: the audit stops the graph before training
+    u = pl.Series(np.random.default_rng(0).uniform(0.2, 0.8, penguins.height))
+    leaky = penguins.with_columns(
+        (pl.col("body_mass_g") * u).alias("mass_part_a"),
+        (pl.col("body_mass_g") * (1 - u)).alias("mass_part_b"),
+    ).drop("sex")
+    mass = [o for o in base if not o.startswith("clean.label.")]
+    mass += [
+        "clean.label.column=body_mass_g",
+        "clean.label.threshold=4000",
+        "clean.label.missing_positive=false",
+    ]
+    said = fails(repo, [*mass, write_variant(repo, "leaky", leaky)], "analyze")
+    assert "mass_part_a" in said
+    assert "mass_part_b" in said
+    assert "analyze.max_source_r2" in said
+
+    # a saved row index (blank header): dropped with a word in the log, never a feature
+    indexed = [*base, write_variant(repo, "indexed", penguins, index=True)]
+    run(["ontime", "params", *indexed], repo)
+    proc = run(["dvc", "repro", "analyze"], repo)
+    out = proc.stdout + proc.stderr
+    schema = json.loads((repo / "data/raw/schema.json").read_text())
+    assert list(schema["dropped"]["table"]) == [""]
+    spec = json.loads((repo / "data/features/spec.json").read_text())
+    assert {f["name"] for f in spec["features"]} == {
+        "species", "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"
+    }  # fmt: skip
+    assert "Running stage 'analyze'" in out
+    assert "is a saved row index, not data; to keep it, give the" in out

@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         _tune,
         "Bayesian hyperparameter search (optuna TPE, params `tune`) on the train part, scored on "
         "train_valid; writes trials.csv, best_params.json and best_overrides.txt "
-        "(apply with `eval \"dvc exp run $(cat reports/tune/best_overrides.txt)\"`: the data side of "
+        '(apply with `eval "dvc exp run $(cat reports/tune/best_overrides.txt)"`: the data side of '
         "the run first, then the winning values).",
     )
     p.add_argument("--split", required=True, help="folder of split parts")
