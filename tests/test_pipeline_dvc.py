@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
+from ontime.compare import short as compare_short
 from tests.conftest import SMOKE_GRAPH, SmokeRepo, run
 
 pytestmark = pytest.mark.slow
@@ -39,11 +40,15 @@ def test_dvc_repro_data_stages(smoke_repo: SmokeRepo) -> None:
     second = run(["dvc", "repro", "split"], repo)
     assert ran(second.stdout) == set(), second.stdout
     assert "up to date" in run(["dvc", "status", "split"], repo).stdout.lower()
-    # DVC metrics are readable by `dvc metrics show`.
+    # DVC metrics are model quality only (evaluate, select, report); a stage's own figures (rows,
+    # counts, windows) stay files beside them and do not crowd `dvc exp show`.
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     workspace = shown[""]["data"]
-    assert workspace["metrics/clean.json"]["data"]["tables"]["flights"]["rows_in"] == 336_776, workspace
-    assert workspace["metrics/split.json"]["data"]["test"]["first"] == split["test"]["first"]
+    assert set(workspace) == {"metrics/evaluate.json", "metrics/select.json", "metrics/report.json"}, (
+        workspace
+    )
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert workspace["metrics/evaluate.json"]["data"] == evaluation
 
     # A clean parameter re-runs clean and what follows, never collect (Hydra composes conf/ here).
     overrides = [a for o in (*SMOKE_GRAPH, "clean.label.threshold=30") for a in ("-S", o)]
@@ -142,6 +147,17 @@ def test_dvc_repro_whole_graph(smoke_repo: SmokeRepo) -> None:
     table = run(["dvc", "exp", "show", "--no-pager", "--md"], repo).stdout
     assert "base.test.roc_auc" in table
     assert "lgbm_all.test.roc_auc" in table
+    assert "rows_in" not in table  # the clean stage's counts are not metrics
+
+    # `ontime compare`: which experiment is best, in a 120-column terminal
+    compared = run(["ontime", "compare"], repo).stdout
+    assert max(len(line) for line in compared.splitlines()) <= 120, compared
+    row = next(line for line in compared.splitlines() if line.startswith("workspace"))
+    selected = json.loads((repo / "metrics/select.json").read_text())
+    assert row.split()[1] in (champion, compare_short(champion)), compared
+    valid, test = (float(v) for v in row.split()[2:4])
+    assert valid == round(metrics[champion]["valid"]["roc_auc"], 3), compared
+    assert test == round(metrics[champion]["test"]["roc_auc"], 3) == round(selected["test_roc_auc"], 3)
 
     # dvc plots: training curves and the evaluation plots render
     plots = run(["dvc", "plots", "show", "--json"], repo).stdout

@@ -109,6 +109,12 @@ def _report(a: argparse.Namespace) -> None:
     reports.main(a.params, a.clean, a.split, a.spec, a.predictions, a.select, a.out, a.workspace, a.summary)
 
 
+def _compare(a: argparse.Namespace) -> None:
+    from ontime.compare import main
+
+    main(a.metric, a.sort, a.all_commits)
+
+
 def _monitor(a: argparse.Namespace) -> int:
     from ontime.reports import monitor
 
@@ -411,6 +417,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     p.set_defaults(run=_registry)
+
+    p = sub.add_parser(
+        "compare",
+        help="which experiment is best: one row per experiment (champion, its validation and test "
+        "figure, each candidate's test figure), sorted; reads `dvc exp show --json`",
+    )
+    p.add_argument(
+        "--metric",
+        choices=("roc_auc", "pr_auc", "log_loss", "brier", "f1", "accuracy"),
+        default="roc_auc",
+        help="the figure shown (default: %(default)s)",
+    )
+    p.add_argument(
+        "--sort",
+        choices=("valid", "test"),
+        default="valid",
+        help="rank by the champion's (default: %(default)s)",
+    )
+    p.add_argument(
+        "-A", "--all-commits", action="store_true", help="every commit, not only HEAD and its experiments"
+    )
+    p.set_defaults(run=_compare)
     return parser
 
 
