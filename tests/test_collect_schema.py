@@ -198,21 +198,22 @@ def test_schema_json_records_types_nulls_ranges_categories(
     cols = table["columns"]
     assert cols["day"] == {
         "dtype": "Date", "declared": True, "nulls": 0, "min": "2013-01-01", "max": "2013-01-04",
-        "distinct": 4, "categories": None,
+        "median": None, "distinct": 4, "categories": None, "mode": None,
     }  # fmt: skip
     assert cols["n"] == {
-        "dtype": "Int64", "declared": False, "nulls": 1, "min": 1, "max": 7, "distinct": 3,
-        "categories": None,
+        "dtype": "Int64", "declared": False, "nulls": 1, "min": 1, "max": 7, "median": 3.0,
+        "distinct": 3, "categories": None, "mode": None,
     }  # fmt: skip
     assert cols["x"] == {
-        "dtype": "Float64", "declared": False, "nulls": 1, "min": -2.25, "max": 10.0, "distinct": 3,
-        "categories": None,
+        "dtype": "Float64", "declared": False, "nulls": 1, "min": -2.25, "max": 10.0, "median": 1.5,
+        "distinct": 3, "categories": None, "mode": None,
     }  # fmt: skip
     assert cols["cat"] == {
-        "dtype": "String", "declared": False, "nulls": 1, "min": None, "max": None, "distinct": 2,
-        "categories": ["a", "b"],
+        "dtype": "String", "declared": False, "nulls": 1, "min": None, "max": None, "median": None,
+        "distinct": 2, "categories": ["a", "b"], "mode": "b",
     }  # fmt: skip
     assert cols["flag"]["categories"] == ["no", "yes"]
+    assert cols["flag"]["mode"] == "yes"  # the most frequent value
     assert cols["target"]["dtype"] == "Int64"
     # the parquet files are the tables; schema.json sits beside them
     assert sorted(p.name for p in (tmp_path / "data/raw").iterdir()) == ["schema.json", "table.parquet"]
@@ -247,8 +248,8 @@ def test_record_schema_keeps_column_order_and_skips_non_finite() -> None:
     assert list(cols) == ["z", "a"]
     assert cols["z"]["min"] == cols["z"]["max"] == 1.0
     assert cols["a"] == {
-        "dtype": "Boolean", "declared": True, "nulls": 1, "min": None, "max": None, "distinct": 2,
-        "categories": ["false", "true"],
+        "dtype": "Boolean", "declared": True, "nulls": 1, "min": None, "max": None, "median": None,
+        "distinct": 2, "categories": ["false", "true"], "mode": "true",
     }  # fmt: skip
 
 

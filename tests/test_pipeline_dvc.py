@@ -173,10 +173,11 @@ def test_dvc_repro_whole_graph(smoke_repo: SmokeRepo) -> None:
 
 def test_grid_search_through_the_queue(smoke_repo: SmokeRepo) -> None:
     # A clone with the run cache pulled: queued runs restore the unchanged stages instead of running
-    # them. A grid over a report setting: the queue's mechanics, with only the report stage to run.
+    # them. A grid over a report setting (the classification test's bar): the queue's mechanics, with
+    # only the report stage to run.
     repo = smoke_repo.clone("grid")
     overrides = [f"-S{o}" for o in SMOKE_GRAPH]
-    run(["dvc", "exp", "run", "--queue", *overrides, "-S", "report.top_drifted=2,3"], repo)
+    run(["dvc", "exp", "run", "--queue", *overrides, "-S", "report.min_roc_auc=0.5,0.99"], repo)
     run(["dvc", "queue", "start", "-j", "2"], repo)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -188,11 +189,13 @@ def test_grid_search_through_the_queue(smoke_repo: SmokeRepo) -> None:
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     runs = sorted(
         (
-            exp["data"]["params"]["params.yaml"]["data"]["report"]["top_drifted"],
-            len(exp["data"]["metrics"]["metrics/report.json"]["data"]["top_drifted"]),
+            exp["data"]["params"]["params.yaml"]["data"]["report"]["min_roc_auc"],
+            exp["data"]["metrics"]["metrics/report.json"]["data"]["failed_tests"]["classification_test"],
         )
         for commit in shown
         for group in commit.get("experiments") or []
         for exp in group["revs"]
     )
-    assert runs == [(2, 2), (3, 3)], runs
+    # the champion's test ROC AUC passes the 0.5 bar and fails the 0.99 one: one more failed test
+    assert [bar for bar, _ in runs] == [0.5, 0.99], runs
+    assert runs[1][1] == runs[0][1] + 1, runs

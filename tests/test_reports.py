@@ -45,6 +45,11 @@ NUDGED = [
     "dest_lat", "dest_lon", "dest_alt", "sched_block_minutes", "plane_age", "plane_seats",
 ]  # fmt: skip
 REPORT_NAMES = ("data_quality", "drift_train_vs_test", "classification_test")
+# snapshots shown on the window pages (drift_train_vs_test, classification_test), with no page of their own
+PAGE_PARTS = ("label_drift_train_vs_test", "prediction_drift_valid_vs_test")
+# the report set of one run on the smoke data, in bytes (39 MB a run on the full data before, with
+# Evidently's 3.5 MB script in every page and every plot embedded twice)
+MAX_REPORT_BYTES = 10_000_000
 
 
 def shift(df: pl.DataFrame) -> pl.DataFrame:
@@ -81,13 +86,15 @@ def report_run(data_run: Path, spec: FeatureSpec, tmp_path_factory: pytest.TempP
     """The report stage on the smoke data, with a logistic regression as the champion `base`."""
     out = tmp_path_factory.mktemp("report")
     split = data_run / "data/split"
-    train, test = read_part(split, "train", spec), read_part(split, "test", spec)
+    train = read_part(split, "train", spec)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
     model.fit(numeric(train, spec), train.get_column(spec.target).to_numpy())
     (out / "predictions").mkdir()
-    test.select(spec.time_column, spec.target).with_columns(
-        pl.Series("base", model.predict_proba(numeric(test, spec))[:, 1])
-    ).write_parquet(out / "predictions/test.parquet")
+    for file, part in (("test", "test"), ("valid", "finetune_valid")):  # as the evaluate stage writes
+        rows = read_part(split, part, spec)
+        rows.select(spec.time_column, spec.target).with_columns(
+            pl.Series("base", model.predict_proba(numeric(rows, spec))[:, 1])
+        ).write_parquet(out / f"predictions/{file}.parquet")
     write_json(out / "select.json", {"champion": "base", "threshold": 0.3})
     reports.main(
         str(write_report_params(out / "params.yaml")), str(data_run / "data/clean"), str(split),
@@ -105,20 +112,43 @@ def expected_months(data_run: Path, spec: FeatureSpec) -> tuple[list[str], list[
     return months(later, spec.time_column), months(read_part(split, "test", spec), spec.time_column)
 
 
+def expected_pages(data_run: Path, spec: FeatureSpec) -> tuple[list[str], dict[str, str]]:
+    """(the HTML pages, the monthly reports left out as the window's twin -> that window's report).
+    A month is a twin when it holds every test row and nothing else (counted, not compared)."""
+    assert spec.time_column is not None
+    drift_months, test_months = expected_months(data_run, spec)
+    split = data_run / "data/split"
+    later = pl.concat([read_part(split, p, spec) for p in reports.LATER_PARTS], how="vertical_relaxed")
+    test_rows = read_part(split, "test", spec).height
+    rows = later.group_by(pl.col(spec.time_column).dt.strftime("%Y-%m").alias("m")).len()
+    per_month = dict(zip(rows.get_column("m").to_list(), rows.get_column("len").to_list(), strict=True))
+    twins = {f"drift_{m}": "drift_train_vs_test" for m in drift_months if per_month[m] == test_rows}
+    if len(test_months) == 1:
+        twins[f"classification_{test_months[0]}"] = "classification_test"
+    monthly = [*(f"drift_{m}" for m in drift_months), *(f"classification_{m}" for m in test_months)]
+    return [*REPORT_NAMES, *(n for n in monthly if n not in twins)], twins
+
+
+def window_text(df: pl.DataFrame, name: str, time_column: str, sample_rows: int | None = None) -> str:
+    """How a title names ``df``, written out here independently of the code under test."""
+    days = df.get_column(time_column)
+    seen = f", sample of {sample_rows:,}" if sample_rows is not None and df.height > sample_rows else ""
+    return f"{name} {days.min().date()}..{days.max().date()} ({df.height:,} rows{seen})"
+
+
 def test_report_writes_every_report_and_a_summary(
     data_run: Path, spec: FeatureSpec, report_run: Path
 ) -> None:
-    drift_months, test_months = expected_months(data_run, spec)
-    names = [
-        *REPORT_NAMES,
-        *(f"drift_{m}" for m in drift_months),
-        *(f"classification_{m}" for m in test_months),
-    ]
+    drift_months, _ = expected_months(data_run, spec)
+    names, twins = expected_pages(data_run, spec)
     for name in names:
         html = report_run / "reports" / f"{name}.html"
-        assert html.stat().st_size > 100_000, html  # Evidently's standalone page
+        assert html.stat().st_size > 100_000, html  # Evidently's page, its script apart
+        assert read_json(report_run / "reports" / f"{name}.json")["metrics"], name
+    for name in PAGE_PARTS:
         assert read_json(report_run / "reports" / f"{name}.json")["metrics"], name
     assert sorted(p.stem for p in (report_run / "reports").glob("*.html")) == sorted(names)
+    assert sorted(p.stem for p in (report_run / "reports").glob("*.json")) == sorted([*names, *PAGE_PARTS])
 
     summary = read_json(report_run / "report.json")
     assert set(summary) >= {"drift_share", "drifted_features", "top_drifted", "monthly_drift_share",
@@ -127,7 +157,11 @@ def test_report_writes_every_report_and_a_summary(
     assert summary["drifted_features"] == round(summary["drift_share"] * len(spec.columns))
     assert len(summary["top_drifted"]) == REPORT["top_drifted"]
     assert {t["feature"] for t in summary["top_drifted"]} <= set(spec.columns)
-    assert list(summary["monthly_drift_share"]) == drift_months
+    assert list(summary["monthly_drift_share"]) == drift_months  # a twin month too: the window's share
+    assert summary["same_as_window"] == twins
+    for twin in twins:
+        if twin.startswith("drift_"):
+            assert summary["monthly_drift_share"][twin[6:]] == summary["drift_share"]
     failed = summary["failed_tests"]
     assert failed["total"] == sum(v for k, v in failed.items() if k != "total")
     assert failed["data_quality"] == 0  # no column of the clean flights is a fifth missing
@@ -162,7 +196,8 @@ def test_quality_tests_fire_on_a_tight_missing_share(data_run: Path, spec: Featu
 def test_workspace_reopens_with_every_snapshot_and_the_dashboard(
     data_run: Path, spec: FeatureSpec, report_run: Path
 ) -> None:
-    drift_months, test_months = expected_months(data_run, spec)
+    drift_months, _ = expected_months(data_run, spec)
+    names, twins = expected_pages(data_run, spec)
     workspace = Workspace(str(report_run / "workspace"))
     (proj,) = workspace.list_projects()
     assert proj.name == REPORT["workspace_project"]
@@ -171,11 +206,18 @@ def test_workspace_reopens_with_every_snapshot_and_the_dashboard(
     assert sorted(str(s) for s in workspace.list_runs(proj.id)) == sorted(
         str(reports.snapshot_id(proj.name, r.name)) for r in runs
     )
-    assert sorted(r.name for r in runs) == sorted(
-        [*REPORT_NAMES, *(f"drift_{m}" for m in drift_months), *(f"classification_{m}" for m in test_months)]
-    )
+    assert sorted(r.name for r in runs) == sorted([*names, *PAGE_PARTS])
+    # every month has its point in the dashboard's series: a twin's is its window's snapshot
     monthly = sorted((r.timestamp, r.metadata["month"]) for r in runs if {"drift", "monthly"} <= set(r.tags))
     assert [m for _, m in monthly] == drift_months
+    _, test_months = expected_months(data_run, spec)
+    scored = sorted(r.metadata["month"] for r in runs if {"classification", "monthly"} <= set(r.tags))
+    assert scored == test_months
+    by_name = {r.name: r for r in runs}
+    for twin, window in twins.items():
+        assert "monthly" in by_name[window].tags
+        assert by_name[window].metadata["month"] == twin[-7:]
+    assert all(r.metadata["title"] for r in runs)  # what each compares, in the UI's snapshot list too
     assert [t for t, _ in monthly] == [dt.datetime(int(m[:4]), int(m[5:]), 1) for m in drift_months]
     board = workspace.get_dashboard(proj.id)
     assert [t.title for t in board.tabs] == ["Drift", "Model quality"]
@@ -185,6 +227,137 @@ def test_workspace_reopens_with_every_snapshot_and_the_dashboard(
         "DriftedColumnsCount",
         "RocAuc",
     }
+
+
+def test_each_report_names_its_windows_rows_and_samples(
+    data_run: Path, spec: FeatureSpec, report_run: Path
+) -> None:
+    """The first screen says what is compared: the windows' days, rows and samples, in the page's
+    title and header (plain HTML, before any script) and in the snapshot's title."""
+    assert spec.time_column is not None
+    tc, n = spec.time_column, REPORT["sample_rows"]
+    split = data_run / "data/split"
+    reference = pl.concat([read_part(split, p, spec) for p in reports.TRAINING_PARTS], how="vertical_relaxed")
+    test = read_part(split, "test", spec)
+    table = pl.read_parquet(data_run / "data/clean/flights.parquet")
+    table = table.with_columns(pl.col(tc).dt.convert_time_zone(str(test.schema[tc].time_zone)))
+    train_sampled = window_text(reference, "train+train_valid", tc, n)
+    expected = {
+        "data_quality": [window_text(table, "table flights", tc, n)],
+        "drift_train_vs_test": [
+            train_sampled,
+            window_text(test, "test", tc, n),
+            window_text(reference, "train+train_valid", tc),  # label drift: every row
+            window_text(test, "test", tc),
+        ],
+        "classification_test": [
+            window_text(test, "test", tc),
+            window_text(pl.read_parquet(report_run / "predictions/valid.parquet"), "validation", tc),
+            "Calibration",
+        ],
+    }
+    assert f", sample of {n:,})" in train_sampled  # the smoke windows are larger than the sample
+    drift_months, _ = expected_months(data_run, spec)
+    later = pl.concat([read_part(split, p, spec) for p in reports.LATER_PARTS], how="vertical_relaxed")
+    names, _ = expected_pages(data_run, spec)
+    for month in drift_months:
+        if f"drift_{month}" in names:
+            rows = later.filter(pl.col(tc).dt.strftime("%Y-%m") == month)
+            expected[f"drift_{month}"] = [train_sampled, window_text(rows, f"month {month}", tc, n)]
+    for name, texts in expected.items():
+        page = (report_run / "reports" / f"{name}.html").read_text()
+        title = page.split("<title>", 1)[1].split("</title>", 1)[0]
+        header = page.split("<header", 1)[1].split("</header>", 1)[0]
+        assert texts[0] in title, (name, title)
+        for text in texts:
+            assert text in header, (name, text, header)
+    summary = read_json(report_run / "report.json")
+    assert train_sampled in summary["reports"]["drift_train_vs_test"]
+    workspace = Workspace(str(report_run / "workspace"))
+    (proj,) = workspace.list_projects()
+    runs = [workspace.get_run(proj.id, sid) for sid in workspace.list_runs(proj.id)]
+    titles = {r.name: r.metadata["title"] for r in runs}
+    assert titles == summary["reports"]
+
+
+def test_label_and_prediction_drift_are_the_parts_positive_rates_and_means(
+    data_run: Path, spec: FeatureSpec, report_run: Path
+) -> None:
+    split = data_run / "data/split"
+    reference = pl.concat([read_part(split, p, spec) for p in reports.TRAINING_PARTS], how="vertical_relaxed")
+    test = read_part(split, "test", spec)
+    rate = {
+        "reference": reference.get_column(spec.target).mean(),
+        "current": test.get_column(spec.target).mean(),
+    }
+    assert rate["reference"] != pytest.approx(rate["current"], abs=1e-3)  # the smoke windows differ
+    summary = read_json(report_run / "report.json")
+    label = summary["label_drift"]
+    assert label["reference_positive_rate"] == pytest.approx(rate["reference"], abs=1e-6)
+    assert label["current_positive_rate"] == pytest.approx(rate["current"], abs=1e-6)
+    assert label["drift_score"] is not None
+    # Evidently's own figure (every row, not a sample) is the part's rate
+    shown = read_json(report_run / "reports/label_drift_train_vs_test.json")
+    (count,) = [m["value"] for m in shown["metrics"] if "CategoryCount" in m["metric_name"]]
+    assert count["share"] == pytest.approx(rate["current"], abs=1e-9)
+    assert count["count"] == test.get_column(spec.target).sum()
+    header = (report_run / "reports/drift_train_vs_test.html").read_text().split("</header>", 1)[0]
+    assert f"{rate['reference']:.1%} vs " in header
+    assert f": {rate['current']:.1%};" in header
+
+    valid = pl.read_parquet(report_run / "predictions/valid.parquet")
+    preds = pl.read_parquet(report_run / "predictions/test.parquet")
+    predicted = summary["prediction_drift"]
+    assert predicted["champion"] == "base"
+    assert predicted["reference_mean_prediction"] == pytest.approx(valid.get_column("base").mean(), abs=1e-6)
+    assert predicted["current_mean_prediction"] == pytest.approx(preds.get_column("base").mean(), abs=1e-6)
+    assert predicted["current_positive_rate"] == pytest.approx(rate["current"], abs=1e-6)
+    shown = read_json(report_run / "reports/prediction_drift_valid_vs_test.json")
+    (mean,) = [m["value"] for m in shown["metrics"] if "MeanValue" in m["metric_name"]]
+    assert mean == pytest.approx(preds.get_column("base").mean(), abs=1e-9)
+
+
+def test_calibration_table_adds_up_to_the_test_window(spec: FeatureSpec, report_run: Path) -> None:
+    preds = pl.read_parquet(report_run / "predictions/test.parquet")
+    bins = read_json(report_run / "report.json")["calibration"]
+    assert len(bins) >= 3
+    assert sum(b["rows"] for b in bins) == preds.height
+    positives = sum(b["positive_rate"] * b["rows"] for b in bins)
+    assert positives == pytest.approx(preds.get_column(spec.target).sum(), abs=0.05)  # rates rounded
+    mean = sum(b["mean_prediction"] * b["rows"] for b in bins) / preds.height
+    assert mean == pytest.approx(preds.get_column("base").mean(), abs=1e-5)
+    for b in bins:  # each bin's mean lies in the bin
+        low, high = (float(x) for x in b["bin"].split("-"))
+        assert low <= b["mean_prediction"] <= high, b
+    page = (report_run / "reports/classification_test.html").read_text()
+    assert f'"{bins[0]["rows"]:,}"' in page  # the table's cells, in the page's data
+
+
+def test_report_set_has_no_duplicates_and_one_shared_script(report_run: Path) -> None:
+    folder = report_run / "reports"
+    files = tree(folder)
+    by_content: dict[bytes, list[str]] = {}
+    for name, content in files.items():
+        by_content.setdefault(content, []).append(name)
+    assert [names for names in by_content.values() if len(names) > 1] == []
+    script = f"{reports.ASSETS}/{reports.script_name()}"
+    assert [n for n in files if n.startswith(reports.ASSETS)] == [script]
+    lib = files[script]
+    pages = {n: c for n, c in files.items() if n.endswith(".html")}
+    assert len(pages) >= 5
+    for name, content in pages.items():
+        assert f'<script src="{script}"></script>'.encode() in content, name  # relative: works offline
+        assert lib[:2000] not in content, name  # not embedded again
+        assert b'"additionalGraphs"' not in content, name  # each plot once, in the graph table
+    total = sum(len(c) for c in files.values())
+    assert total < MAX_REPORT_BYTES, total
+
+
+def test_same_rows_finds_a_month_equal_to_the_window() -> None:
+    window = pl.DataFrame({"t": [1, 2, 3], "x": ["a", "b", None]})
+    assert reports.same_rows({"2013-11": window.head(2), "2013-12": window.clone()}, window) == "2013-12"
+    assert reports.same_rows({"2013-12": window.head(2)}, window) is None
+    assert reports.same_rows({"2013-12": window.with_columns(pl.lit("z").alias("x"))}, window) is None
 
 
 def test_known_shift_is_detected_and_random_halves_are_not(data_run: Path, spec: FeatureSpec) -> None:

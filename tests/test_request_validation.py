@@ -470,7 +470,9 @@ def test_every_field_describes_its_type_range_and_fate(
     )
     assert "plausible from -40 to 120; outside: treated as missing, as the clean stage does" in d["temp"]
     assert "plausible from 0 to 150; outside: treated as missing" in d["wind_speed"]
-    assert d["flight"].startswith(f"Integer (Int32); valid from {I32_MIN} to {I32_MAX}; outside: rejected")
+    # the meaning (serve.fields) first, then the type and its rules
+    assert d["flight"].startswith("flight number")
+    assert f"Integer (Int32); valid from {I32_MIN} to {I32_MAX}; outside: rejected" in d["flight"]
     assert "a clock time as hhmm" in d["sched_dep_time"]
     assert "outside or not hhmm: rejected" in d["sched_dep_time"]
     assert "ISO 8601" in d["time_hour"]
@@ -479,7 +481,8 @@ def test_every_field_describes_its_type_range_and_fate(
     assert "from 2013-01-01 (inclusive) to 2040-01-01 (exclusive) UTC" in d["time_hour"]
     assert "stripped and upper-cased" in d["carrier"]
     assert "not blank" in d["carrier"]
-    assert d["pressure"].startswith("Number (Float64), finite (NaN and Infinity are rejected).")
+    assert d["pressure"].startswith("sea level pressure")
+    assert "Number (Float64), finite (NaN and Infinity are rejected)." in d["pressure"]
 
 
 # ------------------------------------------------------------------------ end to end (a bundle) ---

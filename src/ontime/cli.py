@@ -76,7 +76,7 @@ def _ensemble(a: argparse.Namespace) -> None:
 def _select(a: argparse.Namespace) -> None:
     from ontime.evaluation import select
 
-    select.main(a.params, a.evaluation, a.candidate, a.split, a.spec, a.out, a.metrics)
+    select.main(a.params, a.evaluation, a.candidate, a.split, a.spec, a.predictions, a.out, a.metrics)
 
 
 def _tune(a: argparse.Namespace) -> None:
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidate", action="append", required=True, help="a model folder; repeat")
     p.add_argument("--split", required=True, help="folder of split parts (hashed into the card)")
     p.add_argument("--spec", required=True, help="feature spec (spec.json)")
+    p.add_argument("--predictions", required=True, help="evaluate's predictions folder (for the model card)")
     p.add_argument("--out", required=True, help="champion folder")
     p.add_argument("--metrics", required=True, help="JSON: the champion and its scores")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 import subprocess
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 

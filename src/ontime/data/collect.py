@@ -363,17 +363,29 @@ def _column_schema(series: pl.Series, *, declared: bool) -> dict[str, Any]:
         ranged = values.filter(values.is_finite()) if dtype.is_float() else values
         if ranged.len():
             lo, hi = _bound(ranged.min()), _bound(ranged.max())
-    categories = None
-    if dtype in (pl.String, pl.Boolean) and distinct <= MAX_CATEGORIES:
-        categories = sorted(values.unique().cast(pl.String).to_list())
+    median = None
+    if dtype.is_numeric():
+        finite = values.filter(values.is_finite()) if dtype.is_float() else values
+        if finite.len():
+            median = round(float(finite.cast(pl.Float64).median()), 6)  # type: ignore[arg-type]
+    categories = mode = None
+    if dtype in (pl.String, pl.Boolean):
+        text = values.cast(pl.String)
+        if distinct <= MAX_CATEGORIES:
+            categories = sorted(text.unique().to_list())
+        if text.len():  # the most frequent value; ties: the smallest, so the record is deterministic
+            counts = text.value_counts(name="n").sort(["n", text.name], descending=[True, False])
+            mode = counts.get_column(text.name)[0]
     return {
         "dtype": dtype_name(dtype),
         "declared": declared,
         "nulls": series.null_count(),
         "min": lo,
         "max": hi,
+        "median": median,  # numbers: what a typical value is (examples in /docs.json)
         "distinct": distinct,
         "categories": categories,
+        "mode": mode,  # text: the most frequent value
     }
 
 

@@ -2,9 +2,11 @@
 
 Writes one metrics file (a block per candidate: threshold, validation and test metrics) that
 ``dvc exp show`` displays, the predictions (validation and test rows, a probability column per
-candidate) for later stages, ROC / precision-recall / confusion / calibration plots via dvclive, and
-what leaving each optional input group out costs (``optional_inputs``: per candidate, the test ROC AUC
-and mean probability with the group's features missing, as a request without them is scored).
+candidate) for later stages, the points of the ROC / precision-recall / calibration / confusion plots
+(one file per plot, a ``candidate`` column telling the candidates apart; dvc.yaml's ``plots`` draws
+them), and what leaving each optional input group out costs (``optional_inputs``: per candidate, the
+test ROC AUC and mean probability with the group's features missing, as a request without them is
+scored).
 """
 
 from __future__ import annotations
@@ -19,11 +21,25 @@ import polars as pl
 from ontime.candidates import Candidate, load_candidate
 from ontime.config import EvaluateConfig, load_params, section
 from ontime.errors import DataError
-from ontime.evaluation.metrics import choose_threshold, classification_metrics, roc_auc
+from ontime.evaluation.metrics import (
+    calibration_points,
+    choose_threshold,
+    classification_metrics,
+    confusion_counts,
+    precision_recall_points,
+    roc_auc,
+    roc_points,
+)
 from ontime.io import atomic_outputs, write_json, write_parquet
 from ontime.spec import FeatureSpec, read_part
 
 log = logging.getLogger(__name__)
+
+# At most this many points per ROC / precision-recall curve in the plot files: a test window has tens
+# of thousands of distinct scores, and a page of full curves weighs tens of megabytes. The metrics
+# (metrics/evaluate.json) are computed on every row, never on these points.
+CURVE_POINTS = 200
+CALIBRATION_BINS = 10
 
 
 def validation_predictions(cand: Candidate, valid: pl.DataFrame, part: str) -> np.ndarray:
@@ -97,19 +113,33 @@ def _summary(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"roc_auc": round(roc_auc(y, p), 6), "mean_probability": round(float(p.mean()), 6)}
 
 
-def log_plots(live_dir: Path, metrics: dict[str, Any], test: pl.DataFrame, target: str) -> None:
-    """ROC, precision-recall, calibration (one file per candidate) and confusion matrices."""
-    from dvclive import Live
-
+def plot_points(
+    metrics: dict[str, Any], test: pl.DataFrame, target: str, *, max_points: int = CURVE_POINTS
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each evaluation plot, every candidate's rows tagged with ``candidate``: ROC and
+    precision-recall curves (at most ``max_points`` each), calibration bins, and the confusion
+    counts at the candidate's threshold."""
     y = test.get_column(target).to_numpy()
-    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
-        for name, block in metrics.items():
-            p = test.get_column(name).to_numpy()
-            live.log_sklearn_plot("roc", y, p, name=f"roc/{name}.json")
-            live.log_sklearn_plot("precision_recall", y, p, name=f"precision_recall/{name}.json")
-            live.log_sklearn_plot("calibration", y, p, name=f"calibration/{name}.json", n_bins=10)
-            pred = (p >= block["threshold"]).astype(np.int64)
-            live.log_sklearn_plot("confusion_matrix", y, pred, name=f"confusion/{name}.json")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, block in metrics.items():
+        p = test.get_column(name).to_numpy()
+        pred = (p >= block["threshold"]).astype(np.int64)
+        rows: dict[str, list[dict[str, Any]]] = {
+            "roc": roc_points(y, p, max_points=max_points),
+            "precision_recall": precision_recall_points(y, p, max_points=max_points),
+            "calibration": calibration_points(y, p, n_bins=CALIBRATION_BINS),
+            "confusion": confusion_counts(y, pred),
+        }
+        for plot, points in rows.items():
+            out.setdefault(plot, []).extend({"candidate": name, **row} for row in points)
+    return out
+
+
+def write_plots(plots_dir: Path, points: dict[str, list[dict[str, Any]]]) -> None:
+    """One JSON file per plot (``<plot>.json``: a list of rows) in ``plots_dir``."""
+    plots_dir.mkdir(parents=True)
+    for plot, rows in points.items():
+        write_json(plots_dir / f"{plot}.json", rows)
 
 
 def main(
@@ -136,4 +166,4 @@ def main(
         tmp_preds.mkdir()
         for part, df in preds.items():
             write_parquet(df, tmp_preds / f"{part}.parquet")
-        log_plots(tmp_live, metrics, preds["test"], spec.target)
+        write_plots(tmp_live / "plots", plot_points(metrics, preds["test"], spec.target))

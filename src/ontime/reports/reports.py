@@ -9,15 +9,29 @@ Reports, as HTML plus Evidently's JSON of metrics and tests, in ``out_dir``:
   Tests: every column's missing share <= ``report.max_missing_share``, no duplicated or empty rows,
   no empty columns.
 - ``drift_train_vs_test``: the training window (``train`` + ``train_valid``) against the test window,
-  over the spec's features. Test: share of drifted features <= ``report.drift_share_threshold``.
+  over the spec's features. Test: share of drifted features <= ``report.drift_share_threshold``. Its
+  page also shows ``label_drift_train_vs_test``: the target's positive rate and drift, on every row of
+  both windows (not a sample).
 - ``drift_<YYYY-MM>``: every calendar month of the rows outside the training window against the same
-  reference, with the same test (skipped, with a note, when the data has no time column).
+  reference, with the same test (skipped, with a note, when the data has no time column). A month whose
+  rows are exactly the test window's is not reported twice: the window's report stands for it (tagged
+  monthly too, so the dashboard's series has that month) and the summary's ``same_as_window`` says so.
 - ``classification_test``: the champion on the test window (its probability column of
   ``<predictions_dir>/test.parquet``, the threshold from ``select``). Test: ROC AUC >=
-  ``report.min_roc_auc``. One more snapshot per test month feeds the ROC AUC panel of the dashboard.
+  ``report.min_roc_auc``. One more snapshot per test month feeds the ROC AUC panel of the dashboard
+  (the same rule for a month equal to the window). Its page also shows ``prediction_drift_valid_vs_test``
+  (the champion's probability and the positive rate, validation rows of ``valid.parquet`` against the
+  test rows) and a calibration table (also in the summary; Evidently 0.7 has no calibration metric).
 
+Every page opens with a title naming what it compares: the windows with their first and last days,
+their row counts and the sample Evidently saw (the same text is each snapshot's ``title`` metadata).
 Frames are sampled to ``report.sample_rows`` rows (seeded with ``seed``). Which drift test judges a
 column follows the size of the smaller sample (see ``drift_methods``).
+
+Size: the pages of one run share one copy of Evidently's 3.5 MB script, written once as
+``assets/evidently-<version>.js`` beside them and loaded by a relative ``<script src>`` (the folder
+stays viewable offline; move it whole). Evidently also embeds every plot twice (in its widget and in
+the page's graph table); the page keeps only the table, the one its script reads.
 
 The summary (``metrics/report.json``) is what ``dvc exp show`` displays. The workspace is a local
 Evidently workspace with one project (``report.workspace_project``) whose snapshots are stamped with
@@ -36,10 +50,12 @@ the ``ontime`` command) the same inputs give the same bytes.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import logging
 import math
 import re
+import shutil
 import time
 import uuid
 import warnings
@@ -48,12 +64,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import evidently
 import polars as pl
 from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.core.serialization import SnapshotModel
+from evidently.legacy.model.dashboard import DashboardInfo
+from evidently.legacy.model.widget import AdditionalGraphInfo, BaseWidgetInfo
+from evidently.legacy.renderers.html_widgets import group_widget, table_data
 from evidently.legacy.utils import NumpyEncoder
-from evidently.metrics import DriftedColumnsCount, MissingValueCount
+from evidently.legacy.utils.dashboard import STATIC_PATH, TemplateParams, file_html_template
+from evidently.metrics import CategoryCount, DriftedColumnsCount, MeanValue, MissingValueCount, ValueDrift
 from evidently.presets import ClassificationPreset, DataDriftPreset, DataSummaryPreset
 from evidently.presets.dataset_stats import ValueStatsTests
 from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric, ProjectModel
@@ -135,9 +156,89 @@ def stable_ids(text: str, scope: str) -> str:
 
 
 def save_html(snapshot: Snapshot, path: Path) -> None:
-    """The standalone HTML page of ``snapshot``, with stable ids (scope: its name)."""
-    html = snapshot.get_html_str(as_iframe=False)
-    path.write_text(stable_ids(html, snapshot.get_name() or path.stem), encoding="utf-8")
+    """The standalone HTML page of ``snapshot`` (Evidently's script inside), with stable ids."""
+    title = title_of(snapshot) or snapshot.get_name() or path.stem
+    path.write_text(page([snapshot], title=title, scope=snapshot.get_name() or path.stem), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------- html ---
+ASSETS = "assets"  # beside the pages: Evidently's script, once per folder
+
+
+def script_name() -> str:
+    """The shared script's file name; the version in it: pages of another Evidently never load it."""
+    return f"evidently-{evidently.__version__}.js"
+
+
+def write_assets(folder: Path) -> Path:
+    """Evidently's script into ``folder/assets`` (the pages refer to it relatively); returns it."""
+    target = folder / ASSETS / script_name()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(STATIC_PATH) / "index.js", target)
+    return target
+
+
+def title_of(snapshot: Snapshot) -> str:
+    """The ``title`` metadata of ``snapshot`` (what it compares), or ''."""
+    return str(snapshot._metadata.get("title", ""))  # Evidently 0.7 has no public getter
+
+
+def _without_graphs(obj: Any) -> Any:
+    """A widget tree without its ``additionalGraphs``: the page's graph table holds them (the only
+    place Evidently's script reads them from); Evidently drops them from top-level widgets only."""
+    if isinstance(obj, dict):
+        return {k: _without_graphs(v) for k, v in obj.items() if k != "additionalGraphs"}
+    if isinstance(obj, list):
+        return [_without_graphs(v) for v in obj]
+    return obj
+
+
+def page(
+    snapshots: Sequence[Snapshot],
+    *,
+    title: str,
+    scope: str,
+    lines: Sequence[str] = (),
+    extra: Sequence[BaseWidgetInfo] = (),
+    script: str | None = None,
+) -> str:
+    """One HTML page showing ``snapshots`` (each a section titled by its ``title`` metadata, with its
+    tests), then ``extra`` widgets, under a plain-HTML header (``title`` and ``lines``) that shows
+    even before the script runs. ``script``: the relative path of Evidently's script; None embeds it.
+    Random ids become stable ones (scope: ``scope``)."""
+    widgets: list[BaseWidgetInfo] = []
+    for snap in snapshots:
+        # Evidently 0.7 builds its page from these two private lists too (Snapshot.get_html_str)
+        section = title_of(snap) if len(snapshots) > 1 else ""
+        widgets.append(group_widget(title=section, widgets=list(snap._widgets)))
+        widgets.extend(snap._tests_widgets)
+    widgets.extend(extra)
+    graphs: dict[str, Any] = {}
+    for widget in widgets:
+        for graph in widget.get_additional_graphs():
+            info = graph.params if isinstance(graph, AdditionalGraphInfo) else graph
+            graphs[str(graph.id)] = _without_graphs(info.dict() if isinstance(info, BaseWidgetInfo) else info)
+    board_id = f"board_{stable_uuid('page', scope).hex}"
+    board = _without_graphs(DashboardInfo(name="Report", widgets=widgets).dict())
+    compact = {"cls": NumpyEncoder, "separators": (",", ":")}
+    data = (
+        f"<script>\nvar {board_id} = {json.dumps(board, **compact)};\n"
+        f"var additional_graphs_{board_id} = {json.dumps(graphs, **compact)};\n</script>"
+    )
+    params = TemplateParams(
+        dashboard_id=board_id, dashboard_info=DashboardInfo(name="Report", widgets=[]), additional_graphs={},
+        embed_lib=script is None, embed_data=False, include_js_files=[script] if script else [],
+    )  # fmt: skip
+    text = file_html_template(params).replace("<!-- no embedded data -->", data, 1)
+    style = "font-family:Roboto,Helvetica,Arial,sans-serif;padding:16px 24px 0;color:#222"
+    header = "".join(f'<p style="margin:2px 0;font-size:14px">{html.escape(line)}</p>' for line in lines)
+    text = text.replace("<head>", f"<head>\n<title>{html.escape(title)}</title>", 1).replace(
+        "<body>",
+        f'<body>\n<header style="{style}"><h1 style="font-size:20px;margin:0 0 6px">'
+        f"{html.escape(title)}</h1>{header}</header>",
+        1,
+    )
+    return stable_ids(text, scope)
 
 
 # ------------------------------------------------------------------------ evidently boundary ---
@@ -226,6 +327,37 @@ def _finite(value: Any) -> float | None:
 
 
 # ---------------------------------------------------------------------------------- reports ---
+@dataclass(frozen=True)
+class Window:
+    """One side of a comparison as a title names it: its name, first and last day, rows, and the
+    rows Evidently saw when it got a sample."""
+
+    name: str
+    rows: int
+    first: dt.date | None = None
+    last: dt.date | None = None
+    sampled: int | None = None
+
+    def describe(self) -> str:
+        """E.g. ``train+train_valid 2013-01-01..2013-09-30 (250,397 rows, sample of 20,000)``."""
+        days = f" {self.first}..{self.last}" if self.first is not None else ""
+        seen = f", sample of {self.sampled:,}" if self.sampled is not None else ""
+        return f"{self.name}{days} ({self.rows:,} rows{seen})"
+
+
+def describe_window(
+    df: pl.DataFrame, name: str, time_column: str | None, sample_rows: int | None = None
+) -> Window:
+    """``df`` as a :class:`Window` (days: wall clock of ``time_column``); ``sample_rows``: the size of
+    the sample Evidently gets (``sample``), noted when smaller than ``df``."""
+    first = last = None
+    if time_column and time_column in df.columns and df.height:
+        days = df.select(pl.col(time_column).min().alias("a"), pl.col(time_column).max().alias("b")).row(0)
+        first, last = (d.date() if isinstance(d, dt.datetime) else d for d in days)
+    sampled = sample_rows if sample_rows is not None and df.height > sample_rows else None
+    return Window(name=name, rows=df.height, first=first, last=last, sampled=sampled)
+
+
 def drift_methods(rows: int) -> tuple[str, str]:
     """(numeric, categorical) drift tests for a comparison whose smaller sample has ``rows`` rows."""
     return STATISTICAL_TESTS if rows <= SMALL_SAMPLE else DISTANCES
@@ -261,11 +393,27 @@ def drift(
     timestamp: dt.datetime | None = None,
     tags: Sequence[str] = (),
     metadata: dict[str, str] | None = None,
+    names: tuple[str, str] | None = None,
+    time_column: str | None = None,
 ) -> Drift:
     """Drift of ``current`` against ``reference`` over the spec's features, with one test: the share
-    of drifted features is at most ``drift_share_threshold``."""
+    of drifted features is at most ``drift_share_threshold``. ``names``: (reference, current) as the
+    title names them (with their days in ``time_column``, rows and samples); None: no title."""
+    windows = None
+    if names is not None:
+        windows = (
+            describe_window(reference, names[0], time_column, sample_rows),
+            describe_window(current, names[1], time_column, sample_rows),
+        )
     reference, current = sample(reference, sample_rows, seed), sample(current, sample_rows, seed + 1)
     num_method, cat_method = drift_methods(min(reference.height, current.height))
+    title = {}
+    if windows is not None:
+        title["title"] = (
+            f"Feature drift: {windows[0].describe()} vs {windows[1].describe()}; "
+            f"{num_method} (numeric) and {cat_method} (categorical) per feature, "
+            f"test: drifted share <= {drift_share_threshold}"
+        )
     options: dict[str, Any] = {
         "columns": spec.columns,
         "drift_share": drift_share_threshold,
@@ -291,6 +439,7 @@ def drift(
         tags=tags,
         metadata={
             **(metadata or {}),
+            **title,
             "reference_rows": str(reference.height),
             "current_rows": str(current.height),
             "methods": f"numeric: {num_method}, categorical: {cat_method}",
@@ -422,6 +571,148 @@ def classification(
     return snapshot, next((v for v in values if v is not None), None)
 
 
+def positive_rate(df: pl.DataFrame, target: str) -> float:
+    """Share of ``target`` == 1 in ``df``."""
+    return column_mean(df, target)
+
+
+def column_mean(df: pl.DataFrame, column: str) -> float:
+    """Mean of ``column`` as a float (0.0 for an empty frame)."""
+    return float(df.select(pl.col(column).cast(pl.Float64).mean()).item() or 0.0)
+
+
+def label_drift(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    *,
+    target: str,
+    names: tuple[str, str],
+    time_column: str | None,
+    name: str,
+    timestamp: dt.datetime | None = None,
+    tags: Sequence[str] = (),
+) -> tuple[Snapshot, dict[str, Any]]:
+    """The target's positive rate and drift, on every row of both frames (a rate is cheap; a sample
+    would move it); returns the snapshot and its figures for the summary."""
+    windows = (
+        describe_window(reference, names[0], time_column),
+        describe_window(current, names[1], time_column),
+    )
+    rates = positive_rate(reference, target), positive_rate(current, target)
+    method = drift_methods(min(reference.height, current.height))[1]
+    title = (
+        f"Label drift (share of {target} = 1): {windows[0].describe()}: {rates[0]:.1%} vs "
+        f"{windows[1].describe()}: {rates[1]:.1%}; every row, {method}"
+    )
+    snapshot = run(
+        Report([CategoryCount(column=target, category="1"), ValueDrift(column=target, method=method)]),
+        dataset(current.select(target), categorical=[target]),
+        dataset(reference.select(target), categorical=[target]),
+        name=name, timestamp=timestamp, tags=tags, metadata={"title": title},
+    )  # fmt: skip
+    (score,) = [_finite(v) for _, v in metric_values(snapshot, "ValueDrift")]
+    return snapshot, {
+        "reference": windows[0].describe(),
+        "current": windows[1].describe(),
+        "reference_positive_rate": round(rates[0], 6),
+        "current_positive_rate": round(rates[1], 6),
+        "method": method,
+        "drift_score": None if score is None else round(score, 6),
+    }
+
+
+def prediction_drift(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    *,
+    target: str,
+    champion: str,
+    names: tuple[str, str],
+    time_column: str | None,
+    name: str,
+    timestamp: dt.datetime | None = None,
+    tags: Sequence[str] = (),
+) -> tuple[Snapshot, dict[str, Any]]:
+    """The champion's probability (mean and drift) and the positive rate, on every row of two frames
+    of predictions; returns the snapshot and its figures for the summary."""
+    windows = (
+        describe_window(reference, names[0], time_column),
+        describe_window(current, names[1], time_column),
+    )
+    means = column_mean(reference, champion), column_mean(current, champion)
+    rates = positive_rate(reference, target), positive_rate(current, target)
+    method = drift_methods(min(reference.height, current.height))[0]
+    title = (
+        f"Prediction drift (champion {champion}, mean probability): {windows[0].describe()}: "
+        f"{means[0]:.3f} vs {windows[1].describe()}: {means[1]:.3f}; positive rate {rates[0]:.1%} vs "
+        f"{rates[1]:.1%}; every row, {method}"
+    )
+    metrics = [
+        MeanValue(column=champion),
+        ValueDrift(column=champion, method=method),
+        CategoryCount(column=target, category="1"),
+    ]
+    cols: dict[str, Any] = {"numeric": [champion], "categorical": [target]}
+    snapshot = run(
+        Report(metrics),
+        dataset(current.select(champion, target), **cols),
+        dataset(reference.select(champion, target), **cols),
+        name=name, timestamp=timestamp, tags=tags, metadata={"title": title, "champion": champion},
+    )  # fmt: skip
+    (score,) = [_finite(v) for _, v in metric_values(snapshot, "ValueDrift")]
+    return snapshot, {
+        "reference": windows[0].describe(),
+        "current": windows[1].describe(),
+        "champion": champion,
+        "reference_mean_prediction": round(means[0], 6),
+        "current_mean_prediction": round(means[1], 6),
+        "reference_positive_rate": round(rates[0], 6),
+        "current_positive_rate": round(rates[1], 6),
+        "method": method,
+        "drift_score": None if score is None else round(score, 6),
+    }
+
+
+CALIBRATION_BINS = 10
+
+
+def calibration(predictions: pl.DataFrame, *, target: str, champion: str) -> list[dict[str, Any]]:
+    """The champion's calibration: per equal-width bin of its probability (bins without rows left
+    out), the rows, the mean probability and the observed positive rate."""
+    bins = CALIBRATION_BINS
+    table = (
+        predictions.lazy()
+        .select(
+            (pl.col(champion) * bins).floor().clip(0, bins - 1).cast(pl.Int32).alias("bin"),
+            pl.col(champion).cast(pl.Float64).alias("p"),
+            pl.col(target).cast(pl.Float64).alias("y"),
+        )
+        .group_by("bin")
+        .agg(pl.len().alias("rows"), pl.col("p").mean().alias("mean"), pl.col("y").mean().alias("rate"))
+        .sort("bin")
+        .collect()
+    )
+    return [
+        {
+            "bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}",
+            "rows": int(n),
+            "mean_prediction": round(float(m), 6),
+            "positive_rate": round(float(r), 6),
+        }
+        for b, n, m, r in table.iter_rows()
+    ]
+
+
+def calibration_widget(bins: list[dict[str, Any]], title: str) -> BaseWidgetInfo:
+    """``calibration``'s table as an Evidently table widget (a page part, not in the snapshot)."""
+    return table_data(
+        column_names=["predicted probability", "rows", "mean predicted", "observed positive rate"],
+        data=[[b["bin"], f"{b['rows']:,}", f"{b['mean_prediction']:.3f}", f"{b['positive_rate']:.3f}"]
+              for b in bins],
+        title=title,
+    )  # fmt: skip
+
+
 # -------------------------------------------------------------------------------- workspace ---
 def is_workspace(path: Path) -> bool:
     """An empty folder, or one holding an Evidently project (``<project uuid>/metadata.json``)."""
@@ -551,6 +842,17 @@ def period_start(df: pl.DataFrame, time_column: str | None) -> dt.datetime | Non
     return dt.datetime.combine(first, dt.time()) if isinstance(first, dt.date) else None
 
 
+def local_time(df: pl.DataFrame, like: pl.DataFrame, time_column: str | None) -> pl.DataFrame:
+    """``df``'s time column in the time zone of ``like``'s (the cleaned table holds UTC, the split
+    parts wall clock), so that both name the same days."""
+    if not time_column or time_column not in df.columns or time_column not in like.columns:
+        return df
+    zone = getattr(like.schema[time_column], "time_zone", None)
+    if zone is None or getattr(df.schema[time_column], "time_zone", None) is None:
+        return df
+    return df.select(pl.col(time_column).dt.convert_time_zone(zone))
+
+
 def by_month(df: pl.DataFrame, time_column: str) -> dict[str, pl.DataFrame]:
     """Rows per calendar month (``YYYY-MM``, wall clock of the time column), in month order."""
     months = df.with_columns(pl.col(time_column).dt.strftime("%Y-%m").alias("_month"))
@@ -564,10 +866,13 @@ def month_start(month: str) -> dt.datetime:
 
 
 # -------------------------------------------------------------------------------------- edge ---
+PREDICTION_PARTS = ("valid", "test")  # files of the evaluate stage: validation rows, test rows
+
+
 def read_inputs(
     clean_dir: str, base: str, predictions_dir: str, select_metrics: str, spec: FeatureSpec
-) -> tuple[pl.DataFrame, pl.DataFrame, Selection]:
-    """The cleaned base table, the test predictions, the champion and its threshold."""
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], Selection]:
+    """The cleaned base table, the predictions (``valid``, ``test``), the champion and its threshold."""
     table_path = Path(clean_dir) / f"{base}.parquet"
     if not table_path.is_file():
         raise DataError(
@@ -580,16 +885,19 @@ def read_inputs(
             "run dvc repro select"
         )
     champion = str(selection["champion"])
-    pred_path = Path(predictions_dir) / "test.parquet"
-    if not pred_path.is_file():
-        raise DataError(f"{pred_path}: test predictions not found; run dvc repro evaluate")
-    predictions = pl.read_parquet(pred_path)
-    missing = [c for c in (spec.target, champion) if c not in predictions.columns]
-    if missing:
-        raise DataError(
-            f"{pred_path}: column(s) {missing} missing (has {predictions.columns}); the champion of "
-            f"{select_metrics} must be one of the evaluated candidates: re-run dvc repro evaluate select"
-        )
+    predictions: dict[str, pl.DataFrame] = {}
+    for part in PREDICTION_PARTS:
+        pred_path = Path(predictions_dir) / f"{part}.parquet"
+        if not pred_path.is_file():
+            raise DataError(f"{pred_path}: {part} predictions not found; run dvc repro evaluate")
+        predictions[part] = pl.read_parquet(pred_path)
+        missing = [c for c in (spec.target, champion) if c not in predictions[part].columns]
+        if missing:
+            raise DataError(
+                f"{pred_path}: column(s) {missing} missing (has {predictions[part].columns}); the "
+                f"champion of {select_metrics} must be one of the evaluated candidates: re-run dvc repro "
+                "evaluate select"
+            )
     return pl.read_parquet(table_path), predictions, Selection(champion, float(selection["threshold"]))
 
 
@@ -601,79 +909,159 @@ class Selection:
     threshold: float
 
 
+@dataclass
+class Page:
+    """One HTML page: snapshots (by name) shown in order, under the first one's title; ``notes`` are
+    header lines after the other snapshots' titles; ``extra`` widgets close the page."""
+
+    snapshots: list[str]
+    notes: list[str]
+    extra: list[BaseWidgetInfo]
+
+
+def same_rows(parts: dict[str, pl.DataFrame], whole: pl.DataFrame) -> str | None:
+    """The key of the first of ``parts`` holding exactly the rows of ``whole`` (in order), or None."""
+    return next((key for key, rows in parts.items() if rows.equals(whole)), None)
+
+
 def build(
     table: pl.DataFrame,
     reference: pl.DataFrame,
     later: dict[str, pl.DataFrame],
-    predictions: pl.DataFrame,
+    predictions: dict[str, pl.DataFrame],
     spec: FeatureSpec,
     cfg: ReportConfig,
     *,
     table_name: str,
     selection: Selection,
     seed: int,
-) -> tuple[dict[str, Snapshot], dict[str, Any]]:
-    """Every report (name -> snapshot) and the summary. ``later``: the split parts after training."""
+) -> tuple[dict[str, Snapshot], dict[str, Page], dict[str, Any]]:
+    """Every report (name -> snapshot), the HTML pages showing them, and the summary. ``later``: the
+    split parts after training; ``predictions``: the ``valid`` and ``test`` rows' predictions."""
     tc = spec.time_column
     snapshots: dict[str, Snapshot] = {}
+    pages: dict[str, Page] = {}
     failed = dict.fromkeys(TEST_GROUPS, 0)
 
-    def keep(group: str, snapshot: Snapshot, failures: list[str]) -> None:
-        snapshots[snapshot.get_name() or group] = snapshot
-        failed[group] += len(failures)
+    def keep(group: str, snapshot: Snapshot, failures: list[str], page: str | None = None) -> None:
+        name = snapshot.get_name() or group
+        snapshots[name] = snapshot
+        if page is None:
+            pages[name] = Page([name], [], [])
+        else:
+            pages[page].snapshots.append(name)
+        if failures:  # label and prediction drift carry no tests
+            failed[group] += len(failures)
         for description in failures:
             log.warning("report: %s: test failed: %s", snapshot.get_name(), description)
 
+    quality_table = sample(table, cfg.sample_rows, seed)
+    seen = describe_window(local_time(table, reference, tc), f"table {table_name}", tc, cfg.sample_rows)
     quality_snapshot, max_missing = quality(
-        sample(table, cfg.sample_rows, seed), spec, max_missing_share=cfg.max_missing_share,
+        quality_table, spec, max_missing_share=cfg.max_missing_share,
         name="data_quality", timestamp=period_start(table, tc), tags=["quality"],
-        metadata={"table": table_name, "rows": str(table.height)},
+        metadata={"table": table_name, "rows": str(table.height),
+                  "title": f"Data quality: {seen.describe()}"},
     )  # fmt: skip
     keep("data_quality", quality_snapshot, failed_tests(quality_snapshot))
 
     options: dict[str, Any] = {
         "spec": spec, "drift_share_threshold": cfg.drift_share_threshold,
         "stattest_threshold": cfg.stattest_threshold, "sample_rows": cfg.sample_rows, "seed": seed,
+        "time_column": tc,
     }  # fmt: skip
     parts = "+".join(TRAINING_PARTS)
+    test = later["test"]
+    later_months = {} if tc is None else by_month(pl.concat(list(later.values()), how="vertical_relaxed"), tc)
+    # A month whose rows are the test window's would repeat its report byte for byte: the window's
+    # report stands for it, tagged monthly too (the dashboard's series keeps that month).
+    twin = same_rows(later_months, test)
     window = drift(
-        reference, later["test"], **options, name="drift_train_vs_test",
-        timestamp=period_start(later["test"], tc), tags=[DRIFT, WINDOW],
-        metadata={"reference": parts, "current": "test"},
+        reference, test, **options, name="drift_train_vs_test", names=(parts, "test"),
+        timestamp=month_start(twin) if twin else period_start(test, tc),
+        tags=[DRIFT, WINDOW, *([MONTHLY] if twin else [])],
+        metadata={"reference": parts, "current": "test", **({"month": twin} if twin else {})},
     )  # fmt: skip
     keep("drift_train_vs_test", window.snapshot, window.failed)
+    label_snapshot, label = label_drift(
+        reference, test, target=spec.target, names=(parts, "test"), time_column=tc,
+        name="label_drift_train_vs_test", timestamp=period_start(test, tc), tags=["label", WINDOW],
+    )  # fmt: skip
+    keep("label_drift", label_snapshot, [], page="drift_train_vs_test")
+    same_as_window: dict[str, str] = {}
     monthly: dict[str, float] = {}
     if tc is None:
         log.info("report: no time column (featurize.time_column is null): no drift by month")
-    else:
-        for month, rows in by_month(pl.concat(list(later.values()), how="vertical_relaxed"), tc).items():
-            result = drift(
-                reference, rows, **options, name=f"drift_{month}", timestamp=month_start(month),
-                tags=[DRIFT, MONTHLY], metadata={"reference": parts, "month": month},
-            )  # fmt: skip
-            monthly[month] = round(result.share, 6)
-            keep("drift_monthly", result.snapshot, result.failed)
+    for month, rows in later_months.items():
+        if month == twin:
+            monthly[month] = round(window.share, 6)
+            same_as_window[f"drift_{month}"] = "drift_train_vs_test"
+            pages["drift_train_vs_test"].notes.append(
+                f"Also the report of month {month}: its rows are exactly the test window's."
+            )
+            log.info("report: drift_%s: the same rows as the test window, see drift_train_vs_test", month)
+            continue
+        result = drift(
+            reference, rows, **options, name=f"drift_{month}", names=(parts, f"month {month}"),
+            timestamp=month_start(month), tags=[DRIFT, MONTHLY],
+            metadata={"reference": parts, "month": month},
+        )  # fmt: skip
+        monthly[month] = round(result.share, 6)
+        keep("drift_monthly", result.snapshot, result.failed)
 
     scored: dict[str, Any] = {
         "target": spec.target, "champion": selection.champion, "threshold": selection.threshold,
         "min_roc_auc": cfg.min_roc_auc,
     }  # fmt: skip
     champion = {"champion": selection.champion}
+    tested = predictions["test"]
+    pred_months = by_month(tested, tc) if tc is not None and tc in tested.columns else {}
+    pred_twin = same_rows(pred_months, tested)
+    described = describe_window(tested, "test", tc)
     cls_snapshot, roc_auc = classification(
-        predictions, **scored, name="classification_test", timestamp=period_start(predictions, tc),
-        tags=[CLASSIFICATION, WINDOW], metadata=champion,
+        tested, **scored, name="classification_test",
+        timestamp=month_start(pred_twin) if pred_twin else period_start(tested, tc),
+        tags=[CLASSIFICATION, WINDOW, *([MONTHLY] if pred_twin else [])],
+        metadata={
+            **champion, **({"month": pred_twin} if pred_twin else {}),
+            "title": f"Classification quality: champion {selection.champion} on {described.describe()}, "
+                     f"threshold {selection.threshold:.4f}, every row",
+        },
     )  # fmt: skip
     keep("classification_test", cls_snapshot, failed_tests(cls_snapshot))
-    if tc is not None and tc in predictions.columns:
-        for month, rows in by_month(predictions, tc).items():
-            if rows.get_column(spec.target).n_unique() < 2:
-                log.info("report: %s: one class only in the test rows, no ROC AUC for this month", month)
-                continue
-            snapshot, _ = classification(
-                rows, **scored, name=f"classification_{month}", timestamp=month_start(month),
-                tags=[CLASSIFICATION, MONTHLY], metadata={**champion, "month": month},
-            )  # fmt: skip
-            keep("classification_monthly", snapshot, failed_tests(snapshot))
+    pred_snapshot, predicted = prediction_drift(
+        predictions["valid"], tested, target=spec.target, champion=selection.champion,
+        names=("validation", "test"), time_column=tc, name="prediction_drift_valid_vs_test",
+        timestamp=period_start(tested, tc), tags=["prediction", WINDOW],
+    )  # fmt: skip
+    keep("prediction_drift", pred_snapshot, [], page="classification_test")
+    bins = calibration(tested, target=spec.target, champion=selection.champion)
+    calibrated = (
+        f"Calibration (table at the end): champion {selection.champion} on {described.describe()}, "
+        f"{CALIBRATION_BINS} equal-width bins of its probability"
+    )
+    pages["classification_test"].extra.append(calibration_widget(bins, calibrated))
+    pages["classification_test"].notes.append(calibrated)
+    for month, rows in pred_months.items():
+        if month == pred_twin:
+            same_as_window[f"classification_{month}"] = "classification_test"
+            pages["classification_test"].notes.append(
+                f"Also the report of month {month}: its rows are exactly the test window's."
+            )
+            log.info("report: classification_%s: the test window's rows, see classification_test", month)
+            continue
+        if rows.get_column(spec.target).n_unique() < 2:
+            log.info("report: %s: one class only in the test rows, no ROC AUC for this month", month)
+            continue
+        month_window = describe_window(rows, f"month {month}", tc)
+        snapshot, _ = classification(
+            rows, **scored, name=f"classification_{month}", timestamp=month_start(month),
+            tags=[CLASSIFICATION, MONTHLY],
+            metadata={**champion, "month": month,
+                      "title": f"Classification quality: champion {selection.champion} on "
+                               f"{month_window.describe()}, threshold {selection.threshold:.4f}"},
+        )  # fmt: skip
+        keep("classification_monthly", snapshot, failed_tests(snapshot))
 
     summary = {
         "drift_share": round(window.share, 6),
@@ -681,12 +1069,31 @@ def build(
         "features": len(spec.columns),
         "top_drifted": window.top(cfg.top_drifted),
         "monthly_drift_share": monthly,
+        "label_drift": label,
+        "prediction_drift": predicted,
         "champion": selection.champion,
         "champion_test_roc_auc": None if roc_auc is None else round(roc_auc, 6),
+        "calibration": bins,
         "max_missing_share": round(max_missing, 6),
         "failed_tests": {**failed, "total": sum(failed.values())},
+        "same_as_window": same_as_window,
+        "reports": {name: title_of(snap) for name, snap in snapshots.items()},
     }
-    return snapshots, summary
+    return snapshots, pages, summary
+
+
+def write_pages(
+    folder: Path, snapshots: dict[str, Snapshot], pages: dict[str, Page], *, script: str | None
+) -> None:
+    """Every page as ``<name>.html`` in ``folder``."""
+    for name, spec_ in pages.items():
+        shown = [snapshots[n] for n in spec_.snapshots]
+        lines = [title_of(s) for s in shown[1:]] + spec_.notes
+        text = page(
+            shown, title=title_of(shown[0]) or name, scope=name, lines=lines, extra=spec_.extra,
+            script=script,
+        )  # fmt: skip
+        (folder / f"{name}.html").write_text(text, encoding="utf-8")
 
 
 def main(
@@ -708,14 +1115,15 @@ def main(
     check_workspace(workspace_dir)  # before the work, not after it: never replace a folder of other files
     reference = pl.concat([read_part(split_dir, p, spec) for p in TRAINING_PARTS], how="vertical_relaxed")
     later = {p: read_part(split_dir, p, spec) for p in LATER_PARTS}
-    snapshots, summary = build(
+    snapshots, pages, summary = build(
         table, reference, later, predictions, spec, cfg, table_name=base, selection=selection,
         seed=read_seed(params),
     )  # fmt: skip
     with atomic_outputs(out_dir, workspace_dir, summary_path) as (tmp_out, tmp_ws, tmp_summary):
         tmp_out.mkdir()
+        write_assets(tmp_out)
+        write_pages(tmp_out, snapshots, pages, script=f"{ASSETS}/{script_name()}")
         for name, snapshot in snapshots.items():
-            save_html(snapshot, tmp_out / f"{name}.html")
             snapshot.save_json(str(tmp_out / f"{name}.json"))  # Evidently ignores a Path here
         workspace = open_workspace(tmp_ws)
         proj = project(workspace, cfg.workspace_project)
@@ -723,8 +1131,10 @@ def main(
             add_snapshot(workspace, proj, snapshot)
         write_json(tmp_summary, summary)
     log.info(
-        "report: drift share %.3f (%d of %d features), champion %s test ROC AUC %s, %d failed test(s); "
-        "%d snapshot(s) in %s",
-        summary["drift_share"], summary["drifted_features"], summary["features"], selection.champion,
-        summary["champion_test_roc_auc"], summary["failed_tests"]["total"], len(snapshots), workspace_dir,
+        "report: drift share %.3f (%d of %d features), positive rate %.3f -> %.3f, champion %s test ROC "
+        "AUC %s, %d failed test(s); %d page(s) in %s, %d snapshot(s) in %s",
+        summary["drift_share"], summary["drifted_features"], summary["features"],
+        summary["label_drift"]["reference_positive_rate"], summary["label_drift"]["current_positive_rate"],
+        selection.champion, summary["champion_test_roc_auc"], summary["failed_tests"]["total"], len(pages),
+        out_dir, len(snapshots), workspace_dir,
     )  # fmt: skip

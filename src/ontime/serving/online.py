@@ -26,7 +26,12 @@ information only. Every rule of the clean stage holds for a request as it holds 
 - a date or date-time is an ISO 8601 string (numbers are rejected: no unix times), taken as UTC when
   it has no offset, inside ``serve.time_window`` ([start, end) in UTC), else rejected.
 
-Each field's description in ``/docs.json`` says which of these apply. A field is optional only when
+Each field's description in ``/docs.json`` starts with what the field is and its unit, when
+``serve.fields`` says (``distance: distance between the airports, miles``), then says which of
+these rules apply. Each field has an example from what training saw (:func:`example_of`: the middle
+of a number's recorded range, the first recorded value of text, a noon on the last recorded day,
+each inside the field's rules), and each request body a complete valid record of them
+(:func:`record_example`), which Swagger UI's "Try it out" sends. A field is optional only when
 the model saw its feature missing in training: missing in the data (weather gaps), or blanked on a
 share of the fitting rows because it is in a ``featurize.optional`` group (the aircraft, the
 schedule counts, the weather); a field left out is then missing exactly as training saw it. Every
@@ -154,6 +159,12 @@ class ServeConfig(StrictModel):
         pattern=r"^[a-z0-9][a-z0-9_.-]*$",
         description="the model's name in BentoML's store (lower-case letters, digits, -, _, .)",
     )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="request field -> what it means, with its unit (distance: miles); its description "
+        "in /docs.json starts with this. A name that is no request field (a column this model does "
+        "not need) is ignored",
+    )
 
     @field_validator("records", "record", "probability", "positive")
     @classmethod
@@ -168,6 +179,14 @@ class ServeConfig(StrictModel):
                 "pick another name"
             )
         return value
+
+    @field_validator("fields")
+    @classmethod
+    def _meanings(cls, value: dict[str, str]) -> dict[str, str]:
+        blank = sorted(name for name, meaning in value.items() if not meaning.strip())
+        if blank:
+            raise ValueError(f"{blank}: a blank meaning; say what the field is and its unit, or remove it")
+        return {name: meaning.strip() for name, meaning in value.items()}
 
     @model_validator(mode="after")
     def _distinct(self) -> ServeConfig:
@@ -192,7 +211,11 @@ class RecordedColumn(BaseModel):
     min: bool | int | float | str | None = None
     max: bool | int | float | str | None = None
     distinct: int | None = None
-    categories: list[str] | None = None
+    categories: list[str] | None = None  # sorted, not by frequency
+    # Read when a schema records them (collect does not yet): the median of a number or date, the
+    # most frequent value; they make a field's example typical rather than the middle of its range.
+    median: int | float | str | None = None
+    mode: bool | int | float | str | None = None
 
 
 class RecordedTable(BaseModel):
@@ -295,6 +318,9 @@ class RequestField(BaseModel):
     window: Window | None = None  # Date and Datetime fields: serve.time_window
     feature: str | None = None  # the model input it becomes as it is (None: it feeds derived ones)
     seen: str | None = None  # what training saw (recorded schema): a range or values; informational
+    meaning: str | None = None  # what it is, with its unit (serve.fields); its description starts with it
+    # a typical valid value from what training saw (:func:`example_of`), as JSON; None: nothing recorded
+    example: bool | int | float | str | None = None
 
 
 def make_field(
@@ -321,7 +347,7 @@ def make_field(
             hi = min(hi, math.floor(valid[1])) if math.isfinite(valid[1]) else hi
     elif valid is not None:
         lo, hi = valid
-    return RequestField(
+    field = RequestField(
         name=name,
         table=table,
         column=column,
@@ -336,7 +362,9 @@ def make_field(
         window=serve.time_window if dtype in ("Date", "Datetime") else None,
         feature=feature,
         seen=seen_text(recorded) if recorded is not None else None,
+        meaning=serve.fields.get(name),
     )
+    return field.model_copy(update={"example": example_of(field, recorded)}) if recorded else field
 
 
 def request_fields(
@@ -411,7 +439,15 @@ def request_fields(
     if "traffic" in feat.derived:
         fields.extend(
             RequestField(
-                name=c, table=base, column=c, dtype="Int32", required=False, lo=0, hi=10_000, feature=c
+                name=c,
+                table=base,
+                column=c,
+                dtype="Int32",
+                required=False,
+                lo=0,
+                hi=10_000,
+                feature=c,
+                meaning=serve.fields.get(c),
             )
             for c in OPTIONAL_DERIVED
         )
@@ -446,7 +482,8 @@ def _num(value: float) -> str:
 
 
 def describe(f: RequestField) -> str:
-    """The field's type, valid values and what happens outside them, for ``/docs.json``."""
+    """What the field is (``serve.fields``), its type, valid values and what happens outside them,
+    for ``/docs.json``."""
     rules = f"clean.tables.{f.table}"
     kind = KINDS[f.dtype] + (f" ({f.dtype})" if f.dtype in INT_BOUNDS or f.dtype == "Float64" else "")
     parts = [kind]
@@ -499,7 +536,138 @@ def describe(f: RequestField) -> str:
         if f.required
         else "Optional: leave it out (or null) when unknown; it is then missing, as training saw it."
     )
-    return "; ".join(parts) + ". " + need
+    meaning = f"{f.meaning.rstrip('.')}. " if f.meaning else ""
+    return meaning + "; ".join(parts) + ". " + need
+
+
+# -------------------------------------------------------------------------------- examples ---
+Example = bool | int | float | str  # a field's example, as JSON (dates as ISO 8601 text)
+
+
+def example_of(f: RequestField, recorded: RecordedColumn) -> Example | None:
+    """A typical valid value of the field from what training saw (``recorded``), for ``/docs.json``;
+    None when the schema recorded nothing to take one from.
+
+    Text and true/false: the most frequent value when recorded, else the first category (the
+    schema lists them sorted). Numbers: the median when recorded, else the middle of the recorded
+    range, integers rounded, then moved inside the field's rules (valid and plausible range, hhmm).
+    Dates: the last recorded day (a date-time at 12:00 UTC on it, or the day before when that is
+    past the recorded maximum), inside ``serve.time_window``."""
+    if f.dtype == "String":
+        texts = [recorded.mode] if isinstance(recorded.mode, str) else []
+        fits = [t for t in [*texts, *(recorded.categories or [])] if len(t) <= MAX_TEXT and not is_blank(t)]
+        return fits[0] if fits else None
+    if f.dtype == "Boolean":
+        truth = {"true": True, "false": False}
+        flags = [
+            v if isinstance(v, bool) else truth.get(str(v).lower())
+            for v in (recorded.mode, *(recorded.categories or []))
+        ]
+        return next((v for v in flags if v is not None), None)
+    if f.dtype in ("Date", "Datetime"):
+        return _time_example(f, _instant(recorded.median) or _instant(recorded.max), _instant(recorded.min))
+    lo, hi = (_number(recorded.min), _number(recorded.max))
+    middle = _number(recorded.median)
+    if middle is None and lo is not None and hi is not None:
+        middle = (lo + hi) / 2
+    return None if middle is None else _fit(f, middle)
+
+
+def placeholder(f: RequestField) -> Example:
+    """A valid example for a field whose recorded schema says nothing of its values (no schema, an
+    all-missing column, text with too many values to list, a field derived in training): the
+    nearest valid value to 0, the window's first noon, false, or the field's name in angle brackets
+    (text that reads as a placeholder, not as data)."""
+    if f.dtype == "String":
+        return f"<{f.name}>"[:MAX_TEXT]
+    if f.dtype == "Boolean":
+        return False
+    if f.dtype in ("Date", "Datetime"):
+        return _time_example(f, None, None)
+    return _fit(f, 0)
+
+
+def field_example(f: RequestField) -> Example:
+    """The example ``/docs.json`` shows for the field: from what training saw, else a placeholder."""
+    return f.example if f.example is not None else placeholder(f)
+
+
+def record_example(fields: list[RequestField]) -> dict[str, Example]:
+    """A complete valid record of the fields' examples: every required field, and each optional
+    one with an example from what training saw (one without is left out, so it is missing, as
+    training saw it, rather than a made-up value)."""
+    return {f.name: field_example(f) for f in fields if f.required or f.example is not None}
+
+
+def lookup_examples(
+    fields: list[RequestField], feat: FeaturizeConfig, lookups: dict[str, pl.DataFrame]
+) -> list[RequestField]:
+    """Examples for text join keys the schema lists no values of (too many to list): the first key
+    of the table they join (a bundle's lookup), so that the example record finds its row there."""
+    keys: dict[str, pl.Series] = {}
+    for join in feat.joins:
+        table = lookups.get(join.table)
+        for left, right in zip(join.left_on, join.right_on, strict=True):
+            if table is not None and right in table.columns and table.schema[right] == pl.String:
+                keys.setdefault(left, table.get_column(right))
+    out = []
+    for f in fields:
+        if f.example is None and f.dtype == "String" and f.table == feat.base and f.name in keys:
+            texts = keys[f.name].drop_nulls()
+            fits = texts.filter((texts.str.len_chars() <= MAX_TEXT) & (texts.str.strip_chars() != ""))
+            f = f.model_copy(update={"example": fits[0]}) if fits.len() else f
+        out.append(f)
+    return out
+
+
+def _number(value: bool | int | float | str | None) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _fit(f: RequestField, value: float) -> int | float:
+    """``value`` moved inside the field's valid and plausible ranges; an integer rounded (half up),
+    an hhmm clock time with its minutes at most 59; a number to 6 significant digits."""
+    lo = max(b for b in (f.lo, f.outliers[0] if f.outliers else None, -math.inf) if b is not None)
+    hi = min(b for b in (f.hi, f.outliers[1] if f.outliers else None, math.inf) if b is not None)
+    if f.dtype not in INT_BOUNDS:
+        return min(max(float(f"{value:.6g}"), lo), hi)
+    whole = min(max(math.floor(value + 0.5), math.ceil(lo)), math.floor(hi))
+    if f.format == "hhmm":
+        hours, minutes = divmod(min(max(whole, 0), 2359), 100)
+        whole = hours * 100 + min(minutes, 59)
+    return whole
+
+
+def _instant(value: bool | int | float | str | None) -> dt.datetime | None:
+    """A recorded date or date-time (ISO 8601 text) as a UTC date-time; None if it is none."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _time_example(f: RequestField, last: dt.datetime | None, first: dt.datetime | None) -> str:
+    """A date (or a date-time at 12:00 UTC) on or before ``last`` and not before ``first``, inside
+    the field's window ([start, end) in UTC); the window's first day without ``last``."""
+    window = f.window or Window(start=dt.date(2000, 1, 1), end=dt.date(2100, 1, 1))
+    start = dt.datetime.combine(window.start, dt.time(12), dt.UTC)
+    end = dt.datetime.combine(window.end - dt.timedelta(days=1), dt.time(12), dt.UTC)
+    moment = start
+    if last is not None:
+        moment = dt.datetime.combine(last.date(), dt.time(12), dt.UTC)
+        if moment > last and f.dtype == "Datetime":
+            moment -= dt.timedelta(days=1)
+        if first is not None and moment < first:
+            moment = last
+    moment = min(max(moment, start), end)
+    if f.dtype == "Date":
+        return moment.date().isoformat()
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _hhmm(name: str) -> Callable[[int], int]:
@@ -566,7 +734,7 @@ def _in_window(name: str, window: Window) -> Callable[[Any], Any]:
 
 def request_model(fields: list[RequestField], name: str = "Record") -> type[BaseModel]:
     """A pydantic model of one record: types, bounds, formats, time window, required vs optional, a
-    description of each (``/docs.json``); unknown fields rejected."""
+    description and an example of each (``/docs.json``); unknown fields rejected."""
     definitions: dict[str, Any] = {}
     for f in fields:
         kind = PY_TYPES[f.dtype]
@@ -591,10 +759,11 @@ def request_model(fields: list[RequestField], name: str = "Record") -> type[Base
             validators.append(AfterValidator(_in_window(f.name, f.window)))
         annotated = Annotated[(kind, Field(**constraints), *validators)]  # type: ignore[valid-type]
         # the description on the field itself, so /docs.json shows it beside the field, optional or not
+        text, examples = describe(f), [field_example(f)]
         definitions[f.name] = (
-            (annotated, Field(description=describe(f)))
+            (annotated, Field(description=text, examples=examples))
             if f.required
-            else (annotated | None, Field(None, description=describe(f)))
+            else (annotated | None, Field(None, description=text, examples=examples))
         )
     config = ConfigDict(extra="forbid", strict=False, ser_json_inf_nan="strings")
     return create_model(name, __config__=config, **definitions)
@@ -630,13 +799,24 @@ def label_text(label: LabelConfig) -> str:
 
 
 def api_models(
-    serve: ServeConfig, record: type[BaseModel], label: LabelConfig, *, body: type[BaseModel] = Body
+    serve: ServeConfig,
+    record: type[BaseModel],
+    label: LabelConfig,
+    *,
+    body: type[BaseModel] = Body,
+    example: dict[str, Any] | None = None,
 ) -> ApiModels:
     """The HTTP bodies with the names of ``serve``: ``record`` is one record's model
     (:func:`request_model`); ``body`` the base of both request bodies (the service passes one
-    that is also a BentoML IODescriptor); it must reject unknown keys."""
+    that is also a BentoML IODescriptor); it must reject unknown keys. ``example``: the record the
+    request bodies show as their example (:func:`record_example`; default: every field's example)."""
     assert body.model_config.get("extra") == "forbid", f"{body.__name__} must forbid extra keys"
     one, many = serve.record, serve.records
+    if example is None:
+        example = {name: info.examples[0] for name, info in record.model_fields.items() if info.examples}
+    # Swagger UI's "Try it out" sends these bodies as they are: a complete valid record
+    shown_one: dict[str, Any] = {"examples": [example]} if example else {}
+    shown_many: dict[str, Any] = {"examples": [[example]]} if example else {}
     predict_request = create_model(
         "PredictRequest",
         __base__=body,
@@ -644,7 +824,12 @@ def api_models(
         **{  # type: ignore[call-overload]
             many: (
                 list[record],  # type: ignore[valid-type]
-                Field(min_length=1, max_length=serve.max_batch_size, description=f"the {many} to score"),
+                Field(
+                    min_length=1,
+                    max_length=serve.max_batch_size,
+                    description=f"the {many} to score",
+                    **shown_many,
+                ),
             )
         },
     )
@@ -652,7 +837,7 @@ def api_models(
         "PredictOneRequest",
         __base__=body,
         __doc__="The body of POST /predict_one; unknown top-level keys are rejected.",
-        **{one: (record, Field(description=f"the {one} to score"))},  # type: ignore[call-overload]
+        **{one: (record, Field(description=f"the {one} to score", **shown_one))},  # type: ignore[call-overload]
     )
     probability = f"probability of the positive class (label: {label_text(label)})"
     prediction = create_model(
@@ -675,6 +860,47 @@ def api_models(
     )
     one_prediction = create_model("OnePrediction", __base__=prediction, request_id=request_id)
     return ApiModels(predict_request, predict_one_request, prediction, predictions, one_prediction)
+
+
+def openapi_examples(spec: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI 3.0 spec (what BentoML declares, and how Swagger UI reads ``/docs.json``) shows
+    the examples pydantic writes: 3.0 has no JSON Schema ``examples`` list, a schema has one
+    ``example``, so each list becomes its first value; and each POST's JSON body gets the example
+    of its properties, the body Swagger UI's "Try it out" sends. Changes ``spec`` and returns it."""
+
+    def schema(node: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        examples = node.pop("examples", None) if isinstance(node.get("examples"), list) else None
+        if examples:
+            node.setdefault("example", examples[0])
+        for key in ("properties", "$defs"):
+            for sub in (node.get(key) or {}).values():
+                schema(sub)
+        for key in ("items", "additionalProperties", "not"):
+            schema(node.get(key))
+        for key in ("anyOf", "allOf", "oneOf", "prefixItems"):
+            for sub in node.get(key) or []:
+                schema(sub)
+
+    components = spec.get("components", {}).get("schemas", {})
+    for component in components.values():
+        schema(component)
+    for item in spec.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            media = (operation.get("requestBody") or {}).get("content", {}).get("application/json")
+            if not isinstance(media, dict):
+                continue
+            body = media.get("schema") or {}
+            schema(body)
+            ref = body.get("$ref", "")
+            body = components.get(ref.rsplit("/", 1)[-1], {}) if ref.startswith("#/components/") else body
+            props = body.get("properties") or {}
+            if props and all("example" in props[k] for k in body.get("required", props)):
+                media.setdefault("example", {k: p["example"] for k, p in props.items() if "example" in p})
+    return spec
 
 
 class Scorer:
@@ -702,7 +928,8 @@ class Scorer:
         self.lookups = {p.stem: pl.read_parquet(p) for p in sorted((folder / "lookups").glob("*.parquet"))}
         # Bundles packaged before the schema was recorded have none: their fields are the declared columns.
         self.schema = RecordedSchema.load(folder / SCHEMA_FILE) if (folder / SCHEMA_FILE).is_file() else None
-        self.fields = request_fields(self.data, self.clean, self.feat, self.serve, self.spec, self.schema)
+        fields = request_fields(self.data, self.clean, self.feat, self.serve, self.spec, self.schema)
+        self.fields = lookup_examples(fields, self.feat, self.lookups)
         self.Record = request_model(self.fields, name=self.serve.record.title())
 
     def check_servable(self) -> None:
@@ -720,7 +947,8 @@ class Scorer:
 
     def api_models(self, body: type[BaseModel] = Body) -> ApiModels:
         """The service's request and answer bodies for this bundle (see :func:`api_models`)."""
-        return api_models(self.serve, self.Record, self.clean.label, body=body)
+        example = record_example(self.fields)
+        return api_models(self.serve, self.Record, self.clean.label, body=body, example=example)
 
     # ---------------------------------------------------------------------------------------------
     def frame(self, records: list[dict[str, Any]]) -> pl.DataFrame:

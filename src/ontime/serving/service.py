@@ -79,7 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
 from ontime.io import read_json
-from ontime.serving.online import Body, Scorer
+from ontime.serving.online import Body, Scorer, openapi_examples
 from ontime.serving.package import served_model_tag
 from ontime.serving.requestlog import RequestLog, record, rotation_settings
 from ontime.serving.scoring import Scored, score_records
@@ -200,7 +200,9 @@ def public_openapi(spec: dict[str, Any]) -> dict[str, Any]:
     """BentoML's generated spec (``_bentoml_sdk/service/openapi.py``: ``generate_spec``) made true:
     it declares only 400 (``detail`` a string), 404 and 500 for every API (``error_responses``),
     and offers no hook to change that. Here every public POST endpoint declares the errors it does
-    answer (``ERRORS``) with the shared ``ErrorBody``, and ``/readyz`` its 503."""
+    answer (``ERRORS``) with the shared ``ErrorBody``, and ``/readyz`` its 503. Each field shows
+    its example, and each request body a complete valid one (:func:`openapi_examples`): what
+    Swagger UI's "Try it out" sends."""
     schemas = spec["components"]["schemas"]
     for unused in ("InvalidArgument", "NotFound", "InternalServerError", "TaskStatusResponse"):
         schemas.pop(unused, None)
@@ -220,7 +222,7 @@ def public_openapi(spec: dict[str, Any]) -> dict[str, Any]:
         spec["paths"]["/readyz"]["get"]["responses"]["503"] = {
             "description": "not ready: the model or the scorer is not up yet"
         }
-    return spec
+    return openapi_examples(spec)
 
 
 @functools.cache
