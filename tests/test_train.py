@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +114,36 @@ def test_resume_after_kill_gives_the_same_weights(data_run: Path, tmp_path: Path
     assert (out / "live/plots/metrics/valid/roc_auc.tsv").read_text() == (
         tmp_path / "straight/live/plots/metrics/valid/roc_auc.tsv"
     ).read_text()
+
+
+def test_ctrl_c_ends_with_one_line_and_the_same_command_resumes(data_run: Path, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", [*TINY, "train.epochs=4", "train.patience=4"])
+    args = [str(BIN / "ontime"), *train_args(data_run, tmp_path, params)]
+    proc = subprocess.Popen(args, env=env(), stderr=subprocess.PIPE, text=True)
+    pointer = tmp_path / "ckpt/latest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if pointer.is_file() and read_json(pointer)["epoch"] >= 1:  # two of four epochs done
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    said = re.fullmatch(
+        r"ontime train: train: interrupted (?:during|after) epoch \d \(up to 4\); the checkpoint of "
+        r"epoch (\d) is in (.+): re-run `dvc repro` \(or the same command\) to resume from it",
+        err.splitlines()[-1],
+    )
+    assert said, err[-3000:]
+    assert said[2] == str(tmp_path / "ckpt")
+    assert int(said[1]) == read_json(pointer)["epoch"] + 1 >= 2  # the epoch on disk, as it says
+    assert not (tmp_path / "model").exists()
+
+    resumed = subprocess.run(args, env=env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"train: resuming after epoch {said[1]} (up to 4)" in resumed.stderr
+    assert read_json(tmp_path / "train.json")["epochs_run"] == 4
 
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(data_run: Path, tmp_path: Path) -> None:

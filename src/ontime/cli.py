@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ontime.errors import OntimeError
+from ontime.errors import Interrupted, OntimeError
 
 Runner = Callable[[argparse.Namespace], int | None]
 
@@ -462,6 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("POLARS_MAX_THREADS", str(os.cpu_count() or 1))
     try:
         code = args.run(args)
+    except Interrupted as exc:  # Ctrl-C in a training loop: its message says how to resume
+        print(f"ontime {args.command}: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(
+            f"ontime {args.command}: interrupted; nothing was written (re-run to start again)",
+            file=sys.stderr,
+        )
+        return 130
     except OntimeError as exc:
         print(f"ontime {args.command}: error: {exc}", file=sys.stderr)
         return 2

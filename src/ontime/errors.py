@@ -13,3 +13,7 @@ class ConfigError(OntimeError):
 
 class DataError(OntimeError):
     """Input data is missing, malformed or fails validation."""
+
+
+class Interrupted(OntimeError):
+    """The user stopped a run (Ctrl-C); the message says what was kept and how to go on."""

@@ -4,7 +4,8 @@ Starts from the trained weights and preprocessing (categories unseen before map 
 out-of-vocabulary slot), trains on the ``finetune`` part with its own learning rate, epochs and early
 stopping on ``finetune_valid``. Strategies: ``full``; ``head`` (only the output head learns);
 ``frozen_embeddings`` (feature embeddings fixed, blocks and head learn); ``discriminative`` (all
-learn, the lower the layer the smaller its learning rate).
+learn, the lower the layer the smaller its learning rate). Resumes, restarts (``ONTIME_FRESH=1 dvc
+repro -f -s finetune``) and stops on Ctrl-C as train does (``training/loop.py``).
 """
 
 from __future__ import annotations

@@ -9,14 +9,21 @@ the params, the input files' bytes, the number of processes and the code (every 
 a run of other code. Checkpoint folders are scratch space for resuming after an interruption, not
 pipeline outputs.
 
-``dvc repro -f train`` (or ``finetune``) with the same code, params and data as a finished run whose
-checkpoint is still there resumes that finished run: it trains no epoch and writes the same model and
-curves again, quickly. Delete ``checkpoints/train`` (``checkpoints/finetune``) to retrain from scratch;
-on one machine that gives the same weights too.
+``dvc repro -f -s train`` (or ``finetune``) with the same code, params and data as a finished run
+whose checkpoint is still there resumes that finished run: it trains no epoch and writes the same model
+and curves again, quickly (the log says so). ``ONTIME_FRESH=1 dvc repro -f -s train`` removes the
+stage's checkpoint first and retrains from scratch (as does deleting ``checkpoints/train``); on one
+machine that gives the same weights, so ``dvc.lock`` stays true. An environment variable, not a
+param, on purpose: it changes how the result is computed, never the result.
+
+Ctrl-C: a checkpoint being written is finished first; the run then stops with ``Interrupted``, one
+line naming the epoch whose checkpoint is on disk; the same command resumes from it.
 
 Distributed: under ``torchrun`` each process trains on its shard of every epoch's batch order with
 DDP (gloo on CPU, nccl on CUDA); each evaluates the whole validation set, so early stopping agrees
-everywhere; rank 0 alone writes.
+everywhere; rank 0 alone writes. torchrun starts its workers in their own sessions, so Ctrl-C reaches
+torchrun alone, which stops them (SIGTERM): nothing waits on a rank that left; the checkpoint on disk
+is whole (written atomically) and resumes as above.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,10 +52,12 @@ from tqdm import tqdm
 
 from ontime.candidates.torch_model import predict_logits, sigmoid, state_dict_cpu
 from ontime.config import TrainConfig
-from ontime.errors import DataError, OntimeError
+from ontime.errors import ConfigError, DataError, Interrupted, OntimeError
 from ontime.io import read_json, write_json
 
 log = logging.getLogger(__name__)
+
+FRESH_ENV = "ONTIME_FRESH"  # 1: remove the stage's checkpoint and train from scratch
 
 
 class TrainingError(OntimeError):
@@ -93,6 +104,37 @@ def setup_runtime(device: str, threads: int) -> Runtime:
 def barrier(rt: Runtime) -> None:
     if rt.distributed:
         dist.barrier()
+
+
+def fresh_requested() -> bool:
+    """Whether ``ONTIME_FRESH=1`` asks to ignore and remove the checkpoint (train from scratch)."""
+    value = os.environ.get(FRESH_ENV, "")
+    if value not in ("", "0", "1"):
+        raise ConfigError(
+            f"{FRESH_ENV} is {value!r}; set it to 1 to retrain from scratch, or unset it (or 0) to resume"
+        )
+    return value == "1"
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, then raise it: a checkpoint being written gets finished.
+
+    Only where Python's own SIGINT handler is in place (the main thread of a plain run)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------------------- data ---
@@ -192,6 +234,16 @@ class Checkpoints:
             log.info("checkpoint in %s is for other inputs, params or code: starting afresh", self.folder)
             return None
         return path, meta
+
+    def clear(self) -> int | None:
+        """Remove what ``save`` writes (nothing else in the folder); return the removed epoch, if any."""
+        pointer = self.folder / "latest.json"
+        epoch = read_json(pointer).get("epoch") if pointer.is_file() else None
+        pointer.unlink(missing_ok=True)  # first: never a pointer to a removed folder
+        (self.folder / ".latest.json.tmp").unlink(missing_ok=True)
+        for path in [*self.folder.glob("epoch-*"), *self.folder.glob(".epoch-*.tmp")]:
+            shutil.rmtree(path, ignore_errors=True)
+        return epoch
 
     def save(
         self,
@@ -302,11 +354,28 @@ def fit(
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
 
     ckpt = Checkpoints(checkpoint_dir, fingerprint) if checkpoint_dir is not None else None
+    fresh = fresh_requested() if ckpt else False  # (a tune trial has no checkpoint to remove)
+    log.info(
+        "%s: %s; %s",
+        desc,
+        _plan(cfg),
+        f"checkpoints in {checkpoint_dir} (an interrupted run resumes)" if ckpt else "no checkpoints",
+    )
     start_epoch, best_epoch, best_auc, bad_epochs = 0, -1, -math.inf, 0
     best_state = state_dict_cpu(model)
     history: list[dict[str, float]] = []
     resumed_from = None
-    found = ckpt.latest() if ckpt else None
+    if ckpt and fresh and rt.is_main:
+        removed = ckpt.clear()
+        log.info(
+            "%s: %s=1: %s; training from scratch",
+            desc,
+            FRESH_ENV,
+            f"no checkpoint in {checkpoint_dir}"
+            if removed is None
+            else f"removed the checkpoint of epoch {removed + 1} in {checkpoint_dir}",
+        )
+    found = ckpt.latest() if ckpt and not fresh else None
     if found:
         path, _ = found
         state = read_json(path / "state.json")
@@ -315,100 +384,173 @@ def fit(
         _load_optimizer(opt, load_file(str(path / "optimizer.safetensors"), device=str(rt.device)))
         start_epoch, best_epoch, best_auc = state["epoch"] + 1, state["best_epoch"], state["best_roc_auc"]
         bad_epochs, history, resumed_from = state["bad_epochs"], state["history"], state["epoch"]
-        log.info("%s: resuming after epoch %d from %s", desc, state["epoch"], path)
-        if bad_epochs >= cfg.patience:
+        stopped_early = bad_epochs >= cfg.patience
+        if stopped_early:
             start_epoch = cfg.epochs  # the checkpointed run had already stopped early
+        log.info(
+            "%s: resuming after epoch %d (up to %d) from the checkpoint in %s: %s; "
+            "`%s=1 dvc repro -f -s %s` retrains from scratch instead",
+            desc,
+            resumed_from + 1,
+            cfg.epochs,
+            checkpoint_dir,
+            f"continuing with epoch {start_epoch + 1}"
+            if start_epoch < cfg.epochs
+            else "that run had finished"
+            + (" (stopped early)" if stopped_early else "")
+            + ", no epoch is left to train",
+            FRESH_ENV,
+            desc,
+        )
 
     x_num, x_cat, y_t = (torch.from_numpy(a) for a in (train.x_num, train.x_cat, train.y))
-    with _live(live_dir, rt) as live:
-        for row in history:  # a resumed run rebuilds its curves from the checkpoint
-            _log_epoch(live, row)
-        epoch = -1 if resumed_from is None else resumed_from  # the last epoch run, if no more runs
-        for epoch in range(start_epoch, cfg.epochs):
-            started = time.perf_counter()
-            torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and augmentation of this epoch
-            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
-            order = order[rt.rank :: rt.world_size]
-            net.train()
-            total_loss, seen = 0.0, 0
-            batches = range(0, len(order), per_rank_batch)
-            bar = tqdm(
-                batches,
-                desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
-                leave=False,
-                disable=None if rt.is_main else True,
-            )
-            for i, start in enumerate(bar):
-                idx = order[start : start + per_rank_batch]
-                xn, xc, yb = x_num[idx].to(rt.device), x_cat[idx].to(rt.device), y_t[idx].to(rt.device)
-                xn, xc = augment(xn, xc, n_scaled=n_scaled, noise_std=cfg.noise_std, mask_prob=cfg.mask_prob)
-                step = epoch * steps_per_epoch + i
-                factor = lr_factor(step, total=total_steps, warmup=warmup_steps, min_ratio=cfg.min_lr_ratio)
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * factor * group["lr_scale"]
-                loss = criterion(net(xn, xc), yb)
-                if cfg.l1 > 0:
-                    loss = loss + cfg.l1 * sum(p.abs().sum() for p in penalised)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"{desc}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; lower "
-                        f"train.lr (now {cfg.lr}) or set train.grad_clip (now {cfg.grad_clip})"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                total_loss += loss.item() * len(idx)
-                seen += len(idx)
-                if i % 20 == 0:
-                    bar.set_postfix(loss=f"{total_loss / seen:.4f}")
-            metrics = evaluate_arrays(model, valid, batch_size=cfg.eval_batch_size, device=rt.device)
-            row = {
-                "epoch": float(epoch),
-                "train/loss": total_loss / max(seen, 1),
-                "valid/loss": metrics["loss"],
-                "valid/roc_auc": metrics["roc_auc"],
-                "lr": cfg.lr * factor,
-            }
-            history.append(row)
-            _log_epoch(live, row)
-            if on_epoch is not None:
-                on_epoch(epoch, row)
-            if metrics["roc_auc"] > best_auc + 1e-6:
-                best_auc, best_epoch, bad_epochs = metrics["roc_auc"], epoch, 0
-                best_state = state_dict_cpu(model)
-            else:
-                bad_epochs += 1
-            log.info(
-                "%s epoch %d/%d: train loss %.4f, valid loss %.4f, valid ROC AUC %.4f (best %.4f) %.1fs",
-                desc,
-                epoch + 1,
-                cfg.epochs,
-                row["train/loss"],
-                metrics["loss"],
-                metrics["roc_auc"],
-                best_auc,
-                time.perf_counter() - started,
-            )
-            if ckpt and rt.is_main:
-                state = {
-                    "epoch": epoch,
-                    "best_epoch": best_epoch,
-                    "best_roc_auc": best_auc,
-                    "bad_epochs": bad_epochs,
-                    "history": history,
+    epoch = -1 if resumed_from is None else resumed_from  # the last epoch run, if no more runs
+    current: int | None = None  # the epoch under way
+    saved = resumed_from  # the epoch whose checkpoint is on disk
+    try:
+        with _live(live_dir, rt) as live:
+            for row in history:  # a resumed run rebuilds its curves from the checkpoint
+                _log_epoch(live, row)
+            for epoch in range(start_epoch, cfg.epochs):
+                current = epoch
+                started = time.perf_counter()
+                torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and augmentation of this epoch
+                gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
+                order = torch.randperm(len(y), generator=gen)[rt.rank :: rt.world_size]
+                net.train()
+                total_loss, seen = 0.0, 0
+                batches = range(0, len(order), per_rank_batch)
+                with tqdm(  # closed (the line cleared) on Ctrl-C too, before the error's line
+                    batches,
+                    desc=f"{desc} epoch {epoch + 1} (up to {cfg.epochs})",
+                    leave=False,
+                    disable=None if rt.is_main else True,
+                ) as bar:
+                    for i, start in enumerate(bar):
+                        idx = order[start : start + per_rank_batch]
+                        xn, xc = x_num[idx].to(rt.device), x_cat[idx].to(rt.device)
+                        yb = y_t[idx].to(rt.device)
+                        xn, xc = augment(
+                            xn, xc, n_scaled=n_scaled, noise_std=cfg.noise_std, mask_prob=cfg.mask_prob
+                        )
+                        step = epoch * steps_per_epoch + i
+                        factor = lr_factor(
+                            step, total=total_steps, warmup=warmup_steps, min_ratio=cfg.min_lr_ratio
+                        )
+                        for group in opt.param_groups:
+                            group["lr"] = cfg.lr * factor * group["lr_scale"]
+                        loss = criterion(net(xn, xc), yb)
+                        if cfg.l1 > 0:
+                            loss = loss + cfg.l1 * sum(p.abs().sum() for p in penalised)
+                        if not torch.isfinite(loss):
+                            raise TrainingError(
+                                f"{desc}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+                                f"lower train.lr (now {cfg.lr}) or set train.grad_clip (now {cfg.grad_clip})"
+                            )
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if cfg.grad_clip > 0:
+                            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                        opt.step()
+                        total_loss += loss.item() * len(idx)
+                        seen += len(idx)
+                        if i % 20 == 0:
+                            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+                metrics = evaluate_arrays(model, valid, batch_size=cfg.eval_batch_size, device=rt.device)
+                row = {
+                    "epoch": float(epoch),
+                    "train/loss": total_loss / max(seen, 1),
+                    "valid/loss": metrics["loss"],
+                    "valid/roc_auc": metrics["roc_auc"],
+                    "lr": cfg.lr * factor,
                 }
-                ckpt.save(epoch, model=model, best=best_state, opt=opt, state=state)
-            barrier(rt)
-            if bad_epochs >= cfg.patience:
-                log.info("%s: early stop, no better validation ROC AUC for %d epochs", desc, cfg.patience)
-                break
+                history.append(row)
+                _log_epoch(live, row)
+                if on_epoch is not None:
+                    on_epoch(epoch, row)
+                if metrics["roc_auc"] > best_auc + 1e-6:
+                    best_auc, best_epoch, bad_epochs = metrics["roc_auc"], epoch, 0
+                    best_state = state_dict_cpu(model)
+                else:
+                    bad_epochs += 1
+                log.info(
+                    "%s epoch %d (up to %d): train loss %.4f, valid loss %.4f, valid ROC AUC %.4f "
+                    "(best %.4f) %.1fs",
+                    desc,
+                    epoch + 1,
+                    cfg.epochs,
+                    row["train/loss"],
+                    metrics["loss"],
+                    metrics["roc_auc"],
+                    best_auc,
+                    time.perf_counter() - started,
+                )
+                if ckpt:
+                    with _sigint_held():  # Ctrl-C now still leaves this epoch's checkpoint
+                        if rt.is_main:
+                            state = {
+                                "epoch": epoch,
+                                "best_epoch": best_epoch,
+                                "best_roc_auc": best_auc,
+                                "bad_epochs": bad_epochs,
+                                "history": history,
+                            }
+                            ckpt.save(epoch, model=model, best=best_state, opt=opt, state=state)
+                        saved = epoch
+                barrier(rt)
+                if bad_epochs >= cfg.patience:
+                    log.info(
+                        "%s: early stop after epoch %d (up to %d): no better validation ROC AUC "
+                        "for %d epochs",
+                        desc,
+                        epoch + 1,
+                        cfg.epochs,
+                        cfg.patience,
+                    )
+                    break
+    except KeyboardInterrupt:
+        # One line for the CLI instead of a traceback: where it stopped and how to go on.
+        if not rt.is_main:  # rank 0 alone writes, so it alone knows which checkpoint is on disk
+            raise Interrupted(f"{desc}: interrupted (rank {rt.rank}; rank 0 names the checkpoint)") from None
+        raise Interrupted(
+            _interrupted(
+                desc, epoch=current, saved=saved, epochs=cfg.epochs, folder=checkpoint_dir, fresh=fresh
+            )
+        ) from None
     if best_epoch < 0:
         raise TrainingError(
             f"{desc}: validation ROC AUC was never defined; does the validation part have both classes?"
         )
     return FitResult(best_state, best_epoch, best_auc, epoch + 1, history, resumed_from)
+
+
+def _plan(cfg: TrainConfig) -> str:
+    if cfg.patience < cfg.epochs:
+        stopping = f"early stopping after {cfg.patience} without a better validation ROC AUC"
+    else:
+        stopping = f"no early stopping (patience {cfg.patience} is not below the epochs)"
+    return f"up to {cfg.epochs} epochs, {stopping}"
+
+
+def _interrupted(
+    desc: str, *, epoch: int | None, saved: int | None, epochs: int, folder: Path | None, fresh: bool
+) -> str:
+    """The one line an interrupted run ends with (epochs count from 1 here, from 0 in the loop)."""
+    if epoch is not None and epoch != saved:
+        when = f"during epoch {epoch + 1} (up to {epochs})"
+    elif saved is not None:
+        when = f"after epoch {saved + 1} (up to {epochs})"  # Ctrl-C held while its checkpoint was written
+    else:
+        when = "before its first epoch"
+    if folder is None:
+        return f"{desc}: interrupted {when}; nothing is checkpointed: run it again to start over"
+    if saved is None:
+        return f"{desc}: interrupted {when}, before a checkpoint: re-run `dvc repro` (or the same command)"
+    command = f"the same command without {FRESH_ENV}=1" if fresh else "the same command"
+    return (
+        f"{desc}: interrupted {when}; the checkpoint of epoch {saved + 1} is in {folder}: "
+        f"re-run `dvc repro` (or {command}) to resume from it"
+    )
 
 
 def code_hash(root: Path | None = None) -> str:

@@ -2,7 +2,8 @@
 
 Preprocessing is fitted on the ``train`` part only; the model (``conf/model/``) trains with the
 shared loop (``training/loop.py``): resumable from ``checkpoints/``, deterministic, and distributed
-under ``torchrun`` without code changes.
+under ``torchrun`` without code changes. ``ONTIME_FRESH=1 dvc repro -f -s train`` retrains from scratch
+instead of resuming; Ctrl-C ends with one line naming the checkpoint a re-run resumes from.
 """
 
 from __future__ import annotations
