@@ -3,6 +3,7 @@ workspace reopened from disk; a known shift is found, random halves of one windo
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import shutil
@@ -13,6 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from evidently.ui.service.base import SeriesFilter
+from evidently.ui.service.storage.local.base import InMemoryDataStorage
 from evidently.ui.workspace import Workspace
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -21,7 +24,8 @@ from sklearn.preprocessing import StandardScaler
 
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
-from ontime.reports import monitor, reports
+from ontime.reports import adapters, builders, monitor, stage
+from ontime.reports.workspace import snapshot_id
 from ontime.serving.requestlog import RequestLog, log_files, record
 from ontime.spec import FeatureSpec, read_part
 from tests.conftest import BIN, SHRUNK, compose_params, env
@@ -96,7 +100,7 @@ def report_run(data_run: Path, spec: FeatureSpec, tmp_path_factory: pytest.TempP
             pl.Series("base", model.predict_proba(numeric(rows, spec))[:, 1])
         ).write_parquet(out / f"predictions/{file}.parquet")
     write_json(out / "select.json", {"champion": "base", "threshold": 0.3})
-    reports.main(
+    stage.main(
         str(write_report_params(out / "params.yaml")), str(data_run / "data/clean"), str(split),
         str(data_run / "data/features/spec.json"), str(out / "predictions"), str(out / "select.json"),
         str(out / "reports"), str(out / "workspace"), str(out / "report.json"),
@@ -108,7 +112,7 @@ def expected_months(data_run: Path, spec: FeatureSpec) -> tuple[list[str], list[
     """(months outside the training window, months of the test window)."""
     assert spec.time_column is not None
     split = data_run / "data/split"
-    later = pl.concat([read_part(split, p, spec) for p in reports.LATER_PARTS], how="vertical_relaxed")
+    later = pl.concat([read_part(split, p, spec) for p in stage.LATER_PARTS], how="vertical_relaxed")
     return months(later, spec.time_column), months(read_part(split, "test", spec), spec.time_column)
 
 
@@ -118,7 +122,7 @@ def expected_pages(data_run: Path, spec: FeatureSpec) -> tuple[list[str], dict[s
     assert spec.time_column is not None
     drift_months, test_months = expected_months(data_run, spec)
     split = data_run / "data/split"
-    later = pl.concat([read_part(split, p, spec) for p in reports.LATER_PARTS], how="vertical_relaxed")
+    later = pl.concat([read_part(split, p, spec) for p in stage.LATER_PARTS], how="vertical_relaxed")
     test_rows = read_part(split, "test", spec).height
     rows = later.group_by(pl.col(spec.time_column).dt.strftime("%Y-%m").alias("m")).len()
     per_month = dict(zip(rows.get_column("m").to_list(), rows.get_column("len").to_list(), strict=True))
@@ -148,7 +152,15 @@ def test_report_writes_every_report_and_a_summary(
     for name in PAGE_PARTS:
         assert read_json(report_run / "reports" / f"{name}.json")["metrics"], name
     assert sorted(p.stem for p in (report_run / "reports").glob("*.html")) == sorted(names)
-    assert sorted(p.stem for p in (report_run / "reports").glob("*.json")) == sorted([*names, *PAGE_PARTS])
+    # the validation months' quality: in the workspace (dashboard) and as JSON, not as pages
+    assert spec.time_column is not None
+    validated = [
+        f"classification_valid_{m}"
+        for m in months(pl.read_parquet(report_run / "predictions/valid.parquet"), spec.time_column)
+    ]
+    assert validated
+    json_files = sorted(p.stem for p in (report_run / "reports").glob("*.json"))
+    assert json_files == sorted([*names, *PAGE_PARTS, *validated])
 
     summary = read_json(report_run / "report.json")
     assert set(summary) >= {"drift_share", "drifted_features", "top_drifted", "monthly_drift_share",
@@ -181,11 +193,11 @@ def test_report_writes_every_report_and_a_summary(
 def test_quality_tests_fire_on_a_tight_missing_share(data_run: Path, spec: FeatureSpec) -> None:
     table = pl.read_parquet(data_run / "data/clean/flights.parquet").head(3000)
     worst = max(table.get_column(c).null_count() / table.height for c in table.columns)
-    snapshot, max_missing = reports.quality(
+    snapshot, max_missing = builders.quality(
         table, spec, max_missing_share=worst / 2, name="q", timestamp=None, tags=[], metadata={}
     )
     assert max_missing == pytest.approx(worst)
-    failed = reports.failed_tests(snapshot)
+    failed = adapters.failed_tests(snapshot)
     # exactly the columns over the limit fail, one test each, and nothing else does
     over = sorted(c for c in table.columns if table.get_column(c).null_count() / table.height > worst / 2)
     assert over, "the smoke flights should have columns with missing values"
@@ -201,17 +213,24 @@ def test_workspace_reopens_with_every_snapshot_and_the_dashboard(
     workspace = Workspace(str(report_run / "workspace"))
     (proj,) = workspace.list_projects()
     assert proj.name == REPORT["workspace_project"]
-    assert proj.id == reports.stable_uuid("project", proj.name)  # ids from names, not random
+    assert proj.id == adapters.stable_uuid("project", proj.name)  # ids from names, not random
     runs = [workspace.get_run(proj.id, sid) for sid in workspace.list_runs(proj.id)]
     assert sorted(str(s) for s in workspace.list_runs(proj.id)) == sorted(
-        str(reports.snapshot_id(proj.name, r.name)) for r in runs
+        str(snapshot_id(proj.name, r.name)) for r in runs
     )
-    assert sorted(r.name for r in runs) == sorted([*names, *PAGE_PARTS])
+    validated = [r.name for r in runs if "validation" in r.tags]
+    assert validated
+    assert all(n.startswith("classification_valid_") for n in validated)
+    assert sorted(r.name for r in runs) == sorted([*names, *PAGE_PARTS, *validated])
     # every month has its point in the dashboard's series: a twin's is its window's snapshot
     monthly = sorted((r.timestamp, r.metadata["month"]) for r in runs if {"drift", "monthly"} <= set(r.tags))
     assert [m for _, m in monthly] == drift_months
     _, test_months = expected_months(data_run, spec)
-    scored = sorted(r.metadata["month"] for r in runs if {"classification", "monthly"} <= set(r.tags))
+    scored = sorted(
+        r.metadata["month"]
+        for r in runs
+        if {"classification", "monthly"} <= set(r.tags) and "validation" not in r.tags
+    )
     assert scored == test_months
     by_name = {r.name: r for r in runs}
     for twin, window in twins.items():
@@ -226,7 +245,77 @@ def test_workspace_reopens_with_every_snapshot_and_the_dashboard(
     assert {v.metric.rsplit(":", 1)[-1] for p in board.panels for v in p.values} == {
         "DriftedColumnsCount",
         "RocAuc",
+        "MeanValue",  # the guides: each test's threshold drawn beside its series
     }
+
+
+def series(workspace: Path, title: str) -> tuple[list[dt.datetime], dict[str, list[float]]]:
+    """A dashboard panel's data as the Evidently UI's server computes it (its own storage code):
+    the timestamps of its points and each series' values, by legend."""
+    ws = Workspace(str(workspace))
+    (proj,) = ws.list_projects()
+    (panel,) = [p for p in ws.get_dashboard(proj.id).panels if p.title == title]
+    filters = [
+        SeriesFilter(tags=v.tags, metadata=v.metadata, metric=v.metric, metric_labels=v.metric_labels)
+        for v in panel.values
+    ]
+    data = asyncio.run(InMemoryDataStorage(str(workspace)).get_data_series(proj.id, filters, None, None))
+    legends = [v.legend or "" for v in panel.values]
+    return [s.timestamp for s in data.sources], {legends[s.filter_index]: s.values for s in data.series}
+
+
+def test_dashboard_shows_every_labelled_month_from_zero_with_thresholds(
+    data_run: Path, spec: FeatureSpec, report_run: Path
+) -> None:
+    """ROC AUC by month has a point per month of validation and test rows, equal to scikit-learn's on
+    those rows, beside the test's floor; drift by month beside its threshold; series are bars (their
+    axis starts at 0, a line plot's at the data's minimum); the panels only monitoring fills say so."""
+    assert spec.time_column is not None
+    tc = spec.time_column
+    ws = Workspace(str(report_run / "workspace"))
+    (proj,) = ws.list_projects()
+    board = ws.get_dashboard(proj.id)
+    assert {p.plot_params["plot_type"] for p in board.panels} == {"counter", "bar"}
+    served = [p for p in board.panels if any("served" in v.tags for v in p.values)]
+    assert len(served) == 2
+    assert all("ontime monitor" in (p.subtitle or "") for p in served)
+
+    summary = read_json(report_run / "report.json")
+    expected: dict[str, float] = {}
+    stamped: dict[
+        dt.datetime, float
+    ] = {}  # a test month's point is at its 1st, a validation one's at its first day
+    for part in ("valid", "test"):
+        rows = pl.read_parquet(report_run / f"predictions/{part}.parquet")
+        for month in months(rows, tc):
+            got = rows.filter(pl.col(tc).dt.strftime("%Y-%m") == month)
+            auc = roc_auc_score(got.get_column(spec.target), got.get_column("base"))
+            expected[f"{part} {month}"] = auc
+            first = got.get_column(tc).min().replace(hour=0, minute=0, second=0, tzinfo=None)
+            stamped[first.replace(day=1) if part == "test" else first] = auc
+    assert len(expected) >= 2
+    assert any(k.startswith("valid") for k in expected)
+    assert summary["monthly_roc_auc"].keys() == expected.keys()
+    for key, value in expected.items():
+        assert summary["monthly_roc_auc"][key] == pytest.approx(value, abs=1e-6), key
+
+    stamps, values = series(report_run / "workspace", "Champion ROC AUC by month: validation and test rows")
+    assert stamps == sorted(stamps)
+    assert stamps == sorted(stamped)
+    assert values["ROC AUC"] == pytest.approx([stamped[t] for t in stamps], abs=1e-9)
+    assert values["floor (test fails below)"] == pytest.approx([REPORT["min_roc_auc"]] * len(expected))
+
+    drift_months, _ = expected_months(data_run, spec)
+    stamps, values = series(
+        report_run / "workspace", "Drifted share of features by month, against the training window"
+    )
+    assert len(stamps) == len(values["drifted share"]) == len(drift_months)
+    assert values["drifted share"] == pytest.approx(list(summary["monthly_drift_share"].values()), abs=1e-6)
+    assert values["threshold (test fails above)"] == pytest.approx(
+        [REPORT["drift_share_threshold"]] * len(drift_months)
+    )
+    # the guides stay off the pages
+    assert "guide_" not in (report_run / "reports/classification_test.html").read_text(encoding="utf-8")
 
 
 def test_each_report_names_its_windows_rows_and_samples(
@@ -237,7 +326,7 @@ def test_each_report_names_its_windows_rows_and_samples(
     assert spec.time_column is not None
     tc, n = spec.time_column, REPORT["sample_rows"]
     split = data_run / "data/split"
-    reference = pl.concat([read_part(split, p, spec) for p in reports.TRAINING_PARTS], how="vertical_relaxed")
+    reference = pl.concat([read_part(split, p, spec) for p in stage.TRAINING_PARTS], how="vertical_relaxed")
     test = read_part(split, "test", spec)
     table = pl.read_parquet(data_run / "data/clean/flights.parquet")
     table = table.with_columns(pl.col(tc).dt.convert_time_zone(str(test.schema[tc].time_zone)))
@@ -258,7 +347,7 @@ def test_each_report_names_its_windows_rows_and_samples(
     }
     assert f", sample of {n:,})" in train_sampled  # the smoke windows are larger than the sample
     drift_months, _ = expected_months(data_run, spec)
-    later = pl.concat([read_part(split, p, spec) for p in reports.LATER_PARTS], how="vertical_relaxed")
+    later = pl.concat([read_part(split, p, spec) for p in stage.LATER_PARTS], how="vertical_relaxed")
     names, _ = expected_pages(data_run, spec)
     for month in drift_months:
         if f"drift_{month}" in names:
@@ -284,7 +373,7 @@ def test_label_and_prediction_drift_are_the_parts_positive_rates_and_means(
     data_run: Path, spec: FeatureSpec, report_run: Path
 ) -> None:
     split = data_run / "data/split"
-    reference = pl.concat([read_part(split, p, spec) for p in reports.TRAINING_PARTS], how="vertical_relaxed")
+    reference = pl.concat([read_part(split, p, spec) for p in stage.TRAINING_PARTS], how="vertical_relaxed")
     test = read_part(split, "test", spec)
     rate = {
         "reference": reference.get_column(spec.target).mean(),
@@ -340,8 +429,8 @@ def test_report_set_has_no_duplicates_and_one_shared_script(report_run: Path) ->
     for name, content in files.items():
         by_content.setdefault(content, []).append(name)
     assert [names for names in by_content.values() if len(names) > 1] == []
-    script = f"{reports.ASSETS}/{reports.script_name()}"
-    assert [n for n in files if n.startswith(reports.ASSETS)] == [script]
+    script = f"{adapters.ASSETS}/{adapters.script_name()}"
+    assert [n for n in files if n.startswith(adapters.ASSETS)] == [script]
     lib = files[script]
     pages = {n: c for n, c in files.items() if n.endswith(".html")}
     assert len(pages) >= 5
@@ -355,23 +444,23 @@ def test_report_set_has_no_duplicates_and_one_shared_script(report_run: Path) ->
 
 def test_same_rows_finds_a_month_equal_to_the_window() -> None:
     window = pl.DataFrame({"t": [1, 2, 3], "x": ["a", "b", None]})
-    assert reports.same_rows({"2013-11": window.head(2), "2013-12": window.clone()}, window) == "2013-12"
-    assert reports.same_rows({"2013-12": window.head(2)}, window) is None
-    assert reports.same_rows({"2013-12": window.with_columns(pl.lit("z").alias("x"))}, window) is None
+    assert stage.same_rows({"2013-11": window.head(2), "2013-12": window.clone()}, window) == "2013-12"
+    assert stage.same_rows({"2013-12": window.head(2)}, window) is None
+    assert stage.same_rows({"2013-12": window.with_columns(pl.lit("z").alias("x"))}, window) is None
 
 
 def test_known_shift_is_detected_and_random_halves_are_not(data_run: Path, spec: FeatureSpec) -> None:
     split = data_run / "data/split"
-    window = pl.concat([read_part(split, p, spec) for p in reports.TRAINING_PARTS], how="vertical_relaxed")
+    window = pl.concat([read_part(split, p, spec) for p in stage.TRAINING_PARTS], how="vertical_relaxed")
     window = window.sample(fraction=1.0, shuffle=True, seed=7)
     first, second = window.head(window.height // 2), window.tail(window.height - window.height // 2)
     options = {"drift_share_threshold": 0.3, "stattest_threshold": None, "sample_rows": 3000, "seed": 0}
 
-    same = reports.drift(first, second, spec, **options, name="halves")
+    same = builders.drift(first, second, spec, **options, name="halves")
     assert same.share <= 0.3
     assert not same.failed
 
-    shifted = reports.drift(first, shift(second), spec, **options, name="shifted")
+    shifted = builders.drift(first, shift(second), spec, **options, name="shifted")
     assert shifted.share > 0.3
     assert len(shifted.failed) == 1
     top = {t["feature"] for t in shifted.top(5)}
@@ -452,6 +541,12 @@ def test_monitor_flags_drifted_traffic_and_adds_to_the_workspace(
     assert len(first[project_id]) == len(pipeline[project_id]) + 1
     ws = Workspace(str(served["workspace"]))
     assert ws.get_dashboard(project_id) == Workspace(str(served["pipeline"])).get_dashboard(project_id)
+    stamps, values = series(
+        served["workspace"], "Drifted share of features in served traffic (ontime monitor)"
+    )
+    assert len(stamps) == 1
+    assert values["drifted share"] == [pytest.approx(calm["drift_share"], abs=1e-6)]
+    assert values["threshold (test fails above)"] == pytest.approx([MONITOR["drift_share_threshold"]])
 
     assert run_monitor(served, write_log(tmp_path / "shifted.jsonl", shift(traffic))) == 1
     assert json.loads(capsys.readouterr().out)["drift_share"] > MONITOR["drift_share_threshold"]
@@ -557,7 +652,7 @@ def test_monitor_reports_identifiers_and_leaves_them_out_of_the_drift_test(
 
     # the same traffic with every column tested: the ids are what drifts
     cfg = monitor.MonitorConfig(**{**MONITOR, "identifiers": []})
-    report = reports.ReportConfig(**REPORT)
+    report = stage.ReportConfig(**REPORT)
     requests = monitor.read_request_log(log_path, spec)
     result, unfiltered = monitor.monitor(requests, reference, spec, cfg, report, seed=42, log_name="calm")
     assert unfiltered["identifiers"] == {}

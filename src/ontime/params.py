@@ -21,7 +21,7 @@ def validate(params: dict[str, Any], *, source: str = "params") -> None:
     from ontime import config as c
     from ontime.data.analyze import AnalyzeConfig
     from ontime.reports.monitor import MonitorConfig
-    from ontime.reports.reports import ReportConfig
+    from ontime.reports.stage import ReportConfig
     from ontime.serving.online import ServeConfig
     from ontime.training.baseline import BaselineConfig
     from ontime.training.tune import TuneConfig, check_space

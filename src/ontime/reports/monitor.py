@@ -60,19 +60,10 @@ from ontime.config import StrictModel, load_params, section
 from ontime.config import seed as read_seed
 from ontime.errors import DataError
 from ontime.io import atomic_outputs
-from ontime.reports.reports import (
-    DRIFT,
-    SERVED,
-    Drift,
-    ReportConfig,
-    check_workspace,
-    drift,
-    open_workspace,
-    project,
-    sample,
-    save_html,
-    snapshot_id,
-)
+from ontime.reports.adapters import sample, save_html
+from ontime.reports.builders import Drift, drift
+from ontime.reports.stage import ReportConfig
+from ontime.reports.workspace import DRIFT, SERVED, check_workspace, open_workspace, project, snapshot_id
 from ontime.serving.requestlog import default_path, log_files, read_lines
 from ontime.spec import FeatureSpec
 
