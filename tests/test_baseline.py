@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -12,17 +13,18 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from ontime.candidates import load_candidate
+from ontime.candidates import VALID_PART, load_candidate, validation_predictions
 from ontime.candidates.lightgbm_model import LightGBMCandidate
 from ontime.config import section
 from ontime.errors import ConfigError, DataError
 from ontime.io import read_json
-from ontime.spec import FeatureSpec, read_part
+from ontime.spec import FeatureSpec, mask_optional, read_part
 from ontime.training.baseline import (
     BaselineConfig,
     cross_validate,
     fit_lightgbm,
     main,
+    recency_weights,
 )
 from tests.conftest import compose_params
 
@@ -41,9 +43,12 @@ BASELINE: dict[str, Any] = {
     "early_stopping_rounds": 20,
     "cv_folds": 0,
     "num_threads": 2,
+    "refit": False,
+    "half_life_days": None,
 }
 CFG = BaselineConfig(**BASELINE)
 SEED = 42
+FITTING_PARTS = ["train", "train_valid", "finetune"]  # lgbm_all's first fit
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +152,71 @@ def test_main_writes_candidates_and_metrics(data_run: Path, tmp_path: Path) -> N
         assert candidate.name == name
     assert metrics["lgbm_all"]["train_rows"] > metrics["lgbm_train"]["train_rows"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["baseline"]  # no temporary leftovers
+
+
+def test_refit_uses_the_chosen_trees_on_every_row_and_keeps_honest_validation_predictions(
+    data_run: Path, tmp_path: Path, parts: dict[str, pl.DataFrame], spec: FeatureSpec
+) -> None:
+    """baseline.refit: each candidate is fitted again with the trees early stopping chose, on its rows
+    plus its validation days; lgbm_all, refit on the selection rows, answers for them with the
+    predictions of the fit that never saw them (what evaluate, ensemble and select read)."""
+    params = compose_params(["experiment=smoke"])
+    params["baseline"] = {**BASELINE, "refit": True}
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    out, metrics_path = tmp_path / "models/baseline", tmp_path / "metrics/baseline.json"
+    split, spec_path = data_run / "data/split", data_run / "data/features/spec.json"
+    main(str(params_path), str(split), str(spec_path), str(out), str(metrics_path))
+
+    metrics = read_json(metrics_path)
+    every = {"lgbm_train": ["train", "train_valid"], "lgbm_all": [*FITTING_PARTS, VALID_PART]}
+    for name, rows in every.items():
+        info = read_json(out / name / "candidate.json")
+        assert info["trained_on"] == rows
+        assert info["refit"] is True
+        assert info["best_iteration"] == metrics[name]["best_iteration"]
+        refit = load_candidate(out / name)
+        assert isinstance(refit, LightGBMCandidate)
+        assert refit.booster.num_trees() == metrics[name]["best_iteration"]
+        assert metrics[name]["refit_rows"] == sum(parts[p].height for p in rows)
+    assert read_json(out / "lgbm_train/candidate.json")["held_out"] == []  # never saw finetune_valid
+
+    # the held-out predictions are exactly the first fit's (fitted again here, deterministic)
+    fitting = pl.concat(
+        [mask_optional(parts[p], spec, seed=SEED, part=p) for p in FITTING_PARTS], how="vertical_relaxed"
+    )
+    first = fit_lightgbm(fitting, parts[VALID_PART], spec, CFG, SEED, name="lgbm_all")
+    refit = load_candidate(out / "lgbm_all")
+    valid = parts[VALID_PART]
+    assert np.array_equal(validation_predictions(refit, valid, VALID_PART), first.predict_proba(valid))
+    assert not np.allclose(refit.predict_proba(valid), first.predict_proba(valid))  # another model
+    assert metrics["lgbm_all"]["valid_roc_auc"] == pytest.approx(
+        roc_auc_score(valid.get_column(spec.target), first.predict_proba(valid)), abs=1e-6
+    )
+    with pytest.raises(DataError, match=r"held-out predictions cover .* re-run dvc repro"):
+        validation_predictions(refit, valid.head(10), VALID_PART)
+
+
+def test_recency_weights_halve_every_half_life(spec: FeatureSpec, parts: dict[str, pl.DataFrame]) -> None:
+    assert spec.time_column is not None
+    tc = spec.time_column
+    newest = parts["train"].get_column(tc).max()
+    rows = (
+        parts["train"]
+        .head(3)
+        .with_columns(pl.Series(tc, [newest, newest - dt.timedelta(days=30), newest - dt.timedelta(days=90)]))
+    )
+    # ages are elapsed time: 90 wall-clock days back may cross a daylight-saving change (an hour)
+    utc = dt.UTC
+    ages = [
+        (newest.astimezone(utc) - t.astimezone(utc)).total_seconds() / 86_400 for t in rows.get_column(tc)
+    ]
+    assert ages == pytest.approx([0, 30, 90], abs=0.05)
+    assert recency_weights(rows, spec, 30.0) == pytest.approx([0.5 ** (a / 30) for a in ages], rel=1e-12)
+    assert recency_weights(rows, spec, None) is None
+    timeless = dataclasses.replace(spec, time_column=None)
+    with pytest.raises(DataError, match=r"half_life_days .* time column"):
+        recency_weights(rows, timeless, 30.0)
 
 
 def test_main_on_one_month_with_cv_fails_cleanly(data_run: Path, tmp_path: Path) -> None:

@@ -179,8 +179,8 @@ def test_no_completed_trial_is_an_error_that_writes_nothing(data_run: Path, tmp_
             r"tune.space.train.lr: Value error, type float needs low < high",
         ),
         (
-            {"train.class_weight": rng("categorical", choices=[])},
-            r"tune.space.train.class_weight: Value error, type categorical needs a non-empty list",
+            {"train.loss": rng("categorical", choices=[])},
+            r"tune.space.train.loss: Value error, type categorical needs a non-empty list",
         ),
     ],
 )
@@ -205,7 +205,7 @@ def test_bad_data_side_is_a_config_error_before_training(data_run: Path, tmp_pat
 
 # --- best_overrides.txt: the data side, checked without training --------------------------------
 CONF = REPO / "conf"
-WINNER: dict[str, tune.Value] = {"train.lr": 0.003, "model.d_block": 32, "train.class_weight": "balanced"}
+WINNER: dict[str, tune.Value] = {"train.lr": 0.003, "model.d_block": 32, "train.loss": "weighted_bce"}
 OWN = [  # an own-data run as the README shows it
     "data=table",
     "data.tables.table=data/external/mine.csv",
@@ -219,7 +219,7 @@ def test_default_data_needs_no_data_overrides(tmp_path: Path) -> None:
     params = compose_params()
     assert overrides_for(params, DATA_SECTIONS, CONF) == []
     line = overrides_line([], WINNER)
-    assert line == "-S train.lr=0.003 -S model.d_block=32 -S train.class_weight=balanced"  # as before
+    assert line == "-S train.lr=0.003 -S model.d_block=32 -S train.loss=weighted_bce"  # as before
     assert data_side(applied(line, tmp_path)) == data_side(params)
 
 

@@ -308,7 +308,14 @@ class TrainConfig(StrictModel):
     warmup_epochs: float = Field(ge=0)
     min_lr_ratio: float = Field(ge=0, le=1)
     grad_clip: float = Field(ge=0, description="max gradient norm; 0 disables clipping")
-    class_weight: Literal["none", "balanced"]
+    loss: Literal["bce", "weighted_bce", "focal"] = Field(
+        description="bce | weighted_bce (positives x negatives/positives of the training rows) | focal"
+    )
+    focal_gamma: float = Field(ge=0, description="focal: down-weights easy rows; 0 = BCE")
+    focal_alpha: float | None = Field(
+        gt=0, lt=1, description="focal: weight of positives (1 - alpha of negatives); null = none"
+    )
+    label_smoothing: float = Field(ge=0, lt=1, description="targets become y (1 - s) + s / 2; 0 = off")
     noise_std: float = Field(ge=0, description="Gaussian noise on scaled numeric features")
     mask_prob: float = Field(ge=0, lt=1, description="probability of masking each feature value")
     patience: int = Field(ge=1, description="epochs without a better validation ROC AUC")

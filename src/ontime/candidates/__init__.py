@@ -16,13 +16,22 @@ import numpy as np
 import polars as pl
 
 from ontime.errors import DataError
-from ontime.io import read_json, write_json
+from ontime.io import read_json, write_json, write_parquet
 
-Kind = Literal["torch", "lightgbm", "ensemble"]
+Kind = Literal["torch", "lightgbm", "linear", "ensemble"]
 CANDIDATE_FILE = "candidate.json"
+# The validation rows: thresholds are chosen and candidates compared on them (evaluate, select),
+# ensembles fitted on them (out-of-fold for the comparison); a candidate refit on them afterwards
+# answers for them with its held-out predictions (``validation_predictions``).
+VALID_PART = "finetune_valid"
 
 
 class Candidate(Protocol):
+    """A model that scores feature frames. It may also carry ``held_out``: per split part,
+    predictions for that part's rows (in ``read_part`` order) by a fit that never saw them, used
+    instead of ``predict_proba`` where the candidate was finally fitted on those very rows
+    (ensembles: out-of-fold; refit candidates: the fit before the refit)."""
+
     name: str
 
     def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
@@ -56,4 +65,44 @@ def load_candidate(folder: str | Path) -> Candidate:
         from ontime.candidates.ensemble_model import EnsembleCandidate
 
         return EnsembleCandidate.load(folder)
+    if info.get("kind") == "linear":
+        from ontime.candidates.linear_model import LinearCandidate
+
+        return LinearCandidate.load(folder)
     raise DataError(f"{info_path}: unknown candidate kind {info.get('kind')!r}")
+
+
+# -------------------------------------------------------------------------------- held out ---
+def held_out_path(folder: Path, part: str) -> Path:
+    return folder / f"held_out_{part}.parquet"
+
+
+def save_held_out(folder: Path, held_out: dict[str, np.ndarray]) -> None:
+    """Write each part's held-out predictions (``Candidate.held_out``) into the candidate folder."""
+    for part, p in sorted(held_out.items()):
+        write_parquet(
+            pl.DataFrame({"probability": np.asarray(p, dtype=np.float64)}), held_out_path(folder, part)
+        )
+
+
+def load_held_out(folder: Path) -> dict[str, np.ndarray]:
+    """The held-out predictions saved in ``folder`` (none: an empty dict)."""
+    prefix = "held_out_"
+    return {
+        path.stem.removeprefix(prefix): pl.read_parquet(path).get_column("probability").to_numpy()
+        for path in sorted(folder.glob(f"{prefix}*.parquet"))
+    }
+
+
+def validation_predictions(cand: Candidate, rows: pl.DataFrame, part: str) -> np.ndarray:
+    """A candidate's predictions for the rows of ``part``: its held-out ones when it was finally
+    fitted on these very rows, so that thresholds, selection and ensemble weights stay honest."""
+    held = getattr(cand, "held_out", {}).get(part)
+    if held is None:
+        return cand.predict_proba(rows)
+    if len(held) != rows.height:
+        raise DataError(
+            f"{cand.name}: held-out predictions cover {len(held)} rows, {part} has {rows.height}; the "
+            "split changed after the model was trained: re-run dvc repro"
+        )
+    return np.asarray(held, dtype=np.float64)

@@ -13,10 +13,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ontime.candidates import Candidate, load_candidate, write_candidate_info
-from ontime.io import read_json, write_json, write_parquet
+from ontime.candidates import (
+    VALID_PART,
+    Candidate,
+    load_candidate,
+    load_held_out,
+    save_held_out,
+    write_candidate_info,
+)
+from ontime.io import read_json, write_json
 
-VALID_PART = "finetune_valid"
 EPS = 1e-6
 
 
@@ -33,7 +39,7 @@ def combine(method: str, P: np.ndarray, state: dict[str, Any]) -> np.ndarray:
 
 
 class EnsembleCandidate:
-    """Members plus a fitted combiner; ``oof`` holds its out-of-fold validation predictions."""
+    """Members plus a fitted combiner; ``held_out`` holds its out-of-fold validation predictions."""
 
     def __init__(
         self,
@@ -45,7 +51,7 @@ class EnsembleCandidate:
         oof: np.ndarray | None = None,
     ) -> None:
         self.name, self.method, self.members, self.state = name, method, members, state
-        self.oof = {VALID_PART: oof} if oof is not None else {}
+        self.held_out = {VALID_PART: oof} if oof is not None else {}
 
     def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
         P = np.column_stack([m.predict_proba(df) for m in self.members])
@@ -59,8 +65,7 @@ class EnsembleCandidate:
             folder / "combiner.json",
             {"method": self.method, "members": [m.name for m in self.members], **self.state},
         )
-        if VALID_PART in self.oof:
-            write_parquet(pl.DataFrame({"oof": self.oof[VALID_PART]}), folder / f"oof_{VALID_PART}.parquet")
+        save_held_out(folder, self.held_out)
         write_candidate_info(folder, kind="ensemble", name=self.name, method=self.method)
 
     @classmethod
@@ -68,8 +73,7 @@ class EnsembleCandidate:
         folder = Path(folder)
         combiner = read_json(folder / "combiner.json")
         members = [load_candidate(folder / "members" / n) for n in combiner.pop("members")]
-        oof_path = folder / f"oof_{VALID_PART}.parquet"
-        oof = pl.read_parquet(oof_path).get_column("oof").to_numpy() if oof_path.is_file() else None
+        oof = load_held_out(folder).get(VALID_PART)
         method = combiner.pop("method")
         return cls(
             name=read_json(folder / "candidate.json")["name"],

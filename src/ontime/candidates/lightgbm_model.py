@@ -14,7 +14,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from ontime.candidates import write_candidate_info
+from ontime.candidates import load_held_out, save_held_out, write_candidate_info
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 
@@ -56,7 +56,12 @@ class LightGBMCandidate:
         categorical: list[str],
         best_iteration: int,
         trained_on: list[str],
+        held_out: dict[str, np.ndarray] | None = None,
+        refit: bool = False,
     ) -> None:
+        """``trained_on``: the parts of the final fit; ``refit``: that fit reused the number of trees
+        an earlier fit chose by early stopping, whose predictions on the parts it never saw are
+        ``held_out`` (see ``ontime.candidates.validation_predictions``)."""
         self.name = name
         self.booster = booster
         self.vocabularies = vocabularies
@@ -64,6 +69,8 @@ class LightGBMCandidate:
         self.categorical = categorical
         self.best_iteration = best_iteration
         self.trained_on = trained_on
+        self.held_out = held_out or {}
+        self.refit = refit
 
     def encode(self, df: pl.DataFrame) -> np.ndarray:
         """Shape: (n, n_numeric + n_categorical), float64."""
@@ -90,7 +97,10 @@ class LightGBMCandidate:
             name=self.name,
             trained_on=self.trained_on,
             best_iteration=self.best_iteration,
+            refit=self.refit,
+            held_out=sorted(self.held_out),
         )
+        save_held_out(folder, self.held_out)
 
     @classmethod
     def load(cls, folder: str | Path) -> LightGBMCandidate:
@@ -108,4 +118,6 @@ class LightGBMCandidate:
             categorical=encoding["categorical"],
             best_iteration=info["best_iteration"],
             trained_on=info["trained_on"],
+            held_out=load_held_out(folder),
+            refit=bool(info.get("refit", False)),
         )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ontime.candidates import Candidate, load_candidate
+from ontime.candidates import Candidate, load_candidate, validation_predictions
 from ontime.config import EvaluateConfig, load_params, section
 from ontime.errors import DataError
 from ontime.evaluation.metrics import (
@@ -40,19 +40,6 @@ log = logging.getLogger(__name__)
 # (metrics/evaluate.json) are computed on every row, never on these points.
 CURVE_POINTS = 200
 CALIBRATION_BINS = 10
-
-
-def validation_predictions(cand: Candidate, valid: pl.DataFrame, part: str) -> np.ndarray:
-    """A candidate's predictions for the validation rows: out-of-fold ones when it was fitted on
-    these very rows (ensembles), so its threshold and validation score stay honest."""
-    oof = getattr(cand, "oof", {}).get(part)
-    if oof is None:
-        return cand.predict_proba(valid)
-    if len(oof) != valid.height:
-        raise DataError(
-            f"{cand.name}: out-of-fold predictions cover {len(oof)} rows, {part} has {valid.height}; re-run"
-        )
-    return np.asarray(oof, dtype=np.float64)
 
 
 def evaluate(

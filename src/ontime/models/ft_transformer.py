@@ -8,6 +8,10 @@ each with a residual), and the head (LayerNorm -> ReLU -> Linear) reads the CLS 
 As in the paper, the first block has no LayerNorm before its attention: the tokenizer's output
 goes in as it is.
 
+Parameter roles (`FTTransformer.parameter_roles`, see `roles.py`): the tokenizer and the CLS token
+are embeddings, then the blocks and the head. Weight decay applies to the Linear weights of the
+blocks and the head only (never to the tokenizer, the CLS token, biases or LayerNorms).
+
 Shapes use B for the batch, F for numeric features, C for categorical features, T = F + C + 1 for
 tokens, H for heads, d for `d_token`.
 """
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ontime.models.mlp import _check_inputs, _check_sizes
+from ontime.models.roles import ParameterRoles, roles_from_modules
 
 FFNActivation = Literal["reglu", "gelu"]
 FFN_ACTIVATIONS: tuple[str, ...] = get_args(FFNActivation)
@@ -237,6 +242,12 @@ class FTTransformer(nn.Module):
             for i in range(n_blocks)
         )
         self.head = nn.Sequential(nn.LayerNorm(d_token), nn.ReLU(), nn.Linear(d_token, 1))
+
+    def parameter_roles(self) -> ParameterRoles:
+        """Embeddings: `tokenizer` and `cls_token`; blocks: `blocks`; head: `head`."""
+        return roles_from_modules(
+            self, embeddings=[self.tokenizer, self.cls_token], blocks=[self.blocks], head=[self.head]
+        )
 
     def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
         """Returns one logit per row.

@@ -12,6 +12,9 @@ Tabular Deep Learning":
 Categorical features get one embedding table per column. Everything is concatenated and passed
 through `n_blocks` of Linear -> ReLU -> Dropout and a Linear head that returns one logit per row.
 
+Parameter roles (`MLP.parameter_roles`, see `roles.py`): the numeric and categorical embeddings,
+the blocks, the head. Weight decay applies to the blocks' and the head's Linear weights only.
+
 Shapes use B for the batch, F for numeric features, C for categorical features.
 """
 
@@ -24,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ontime.models.roles import ParameterRoles, roles_from_modules
 
 NumEmbedding = Literal["none", "periodic", "piecewise_linear"]
 NUM_EMBEDDINGS: tuple[str, ...] = get_args(NumEmbedding)
@@ -225,6 +230,12 @@ class MLP(nn.Module):
             )
         )
         self.head = nn.Linear(d_block, 1)
+
+    def parameter_roles(self) -> ParameterRoles:
+        """Embeddings: `num_embedding` (if any) and `cat_embeddings`; blocks: `blocks`; head: `head`."""
+        return roles_from_modules(
+            self, embeddings=[self.num_embedding, self.cat_embeddings], blocks=[self.blocks], head=[self.head]
+        )
 
     @staticmethod
     def compute_bin_edges(x_num: np.ndarray, n_bins: int) -> list[list[float]]:

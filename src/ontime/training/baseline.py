@@ -6,6 +6,17 @@ but the fine-tune window's validation days (``train`` + ``train_valid`` + ``fine
 early on ``finetune_valid``. An expanding-window time-series CV over the training window reports how
 stable the score is from month to month.
 
+Refit (``baseline.refit``): once early stopping has chosen the number of trees, each candidate is
+fitted again, with that many trees and the same settings, on its rows plus its validation days
+(``lgbm_train``: ``train`` + ``train_valid``; ``lgbm_all``: every non-test row). The most recent
+days are worth the most on a drifting problem, and early stopping alone never trains on them.
+Validation scores stay the first fit's: ``lgbm_all`` keeps that fit's predictions for
+``finetune_valid`` as its held-out predictions, which evaluate, ensemble and select use instead of
+the refit model's (``ontime.candidates.validation_predictions``).
+
+Recency weighting (``baseline.half_life_days``): a fitting row's weight halves every N days before
+the newest fitting row (its time column), in the first fit and the refit alike.
+
 Categoricals are encoded with vocabularies fitted on the rows a model trains on (code 0: unknown or
 null, ``i + 1``: ``vocab[i]``) and passed to LightGBM as native categorical features; numeric features
 go in as float64 with NaN for missing values, which LightGBM handles natively. A model saves as
@@ -24,6 +35,7 @@ import polars as pl
 from pydantic import Field
 from sklearn.metrics import roc_auc_score
 
+from ontime.candidates import VALID_PART
 from ontime.candidates.lightgbm_model import LightGBMCandidate, encode
 from ontime.config import StrictModel, load_params, section
 from ontime.config import seed as read_seed
@@ -33,8 +45,8 @@ from ontime.spec import FeatureSpec, mask_optional, read_part
 
 log = logging.getLogger(__name__)
 
-FITTING = ("train", "train_valid", "finetune")  # parts some candidate fits on
-# name -> (parts it trains on, part it stops early on)
+FITTING = ("train", "train_valid", "finetune", "finetune_valid")  # parts some candidate fits on
+# name -> (parts it trains on, part it stops early on; the refit fits on both)
 CANDIDATES = {
     "lgbm_train": (("train",), "train_valid"),
     "lgbm_all": (("train", "train_valid", "finetune"), "finetune_valid"),
@@ -57,6 +69,10 @@ class BaselineConfig(StrictModel):
     early_stopping_rounds: int = Field(ge=1)
     cv_folds: int = Field(ge=0, description="time-series CV folds over the training window; 0: no CV")
     num_threads: int = Field(ge=1)
+    refit: bool = Field(description="fit again on the rows plus their validation days, same tree count")
+    half_life_days: float | None = Field(
+        gt=0, description="recency weighting: a row's weight halves every N days; null: equal weights"
+    )
 
 
 # ----------------------------------------------------------------------------------- encoding ---
@@ -95,13 +111,61 @@ def fit_lightgbm(
 
     ``trained_on`` and ``valid_on`` name the rows, for error messages and ``candidate.json``.
     """
-    y_train = _labels(train, spec.target, f"training rows ({'+'.join(trained_on)})")
     y_valid = _labels(valid, spec.target, f"validation rows ({valid_on})")
+    return _fit(train, spec, cfg, seed, name=name, trained_on=trained_on, valid=(valid, y_valid, valid_on))
+
+
+def refit_lightgbm(
+    rows: pl.DataFrame,
+    spec: FeatureSpec,
+    cfg: BaselineConfig,
+    seed: int,
+    *,
+    trees: int,
+    name: str,
+    trained_on: Sequence[str],
+) -> LightGBMCandidate:
+    """Fit on ``rows`` with exactly ``trees`` trees (chosen earlier by early stopping) and no
+    validation rows; encodings are fitted on ``rows``."""
+    return _fit(rows, spec, cfg, seed, name=name, trained_on=trained_on, trees=trees)
+
+
+def recency_weights(df: pl.DataFrame, spec: FeatureSpec, half_life_days: float | None) -> np.ndarray | None:
+    """Per row, ``0.5 ** (age / half_life_days)`` with age in days before the newest row of ``df``;
+    None without a half-life (equal weights)."""
+    if half_life_days is None:
+        return None
+    if not spec.time_column:
+        raise DataError(
+            "baseline.half_life_days weights rows by age, which needs a time column "
+            "(featurize.time_column); set baseline.half_life_days: null"
+        )
+    t = pl.col(spec.time_column)
+    age = df.select(((t.max() - t).dt.total_seconds() / 86_400.0).alias("age")).get_column("age")
+    return np.power(0.5, age.to_numpy() / half_life_days)
+
+
+def _fit(
+    train: pl.DataFrame,
+    spec: FeatureSpec,
+    cfg: BaselineConfig,
+    seed: int,
+    *,
+    name: str,
+    trained_on: Sequence[str],
+    valid: tuple[pl.DataFrame, np.ndarray, str] | None = None,
+    trees: int | None = None,
+) -> LightGBMCandidate:
+    """One LightGBM fit: with ``valid`` (rows, labels, name), up to ``cfg.n_estimators`` trees and
+    early stopping on it; without, exactly ``trees`` trees."""
+    y_train = _labels(train, spec.target, f"training rows ({'+'.join(trained_on)})")
     vocabularies = fit_vocabularies(train, spec.categorical)
-    x_train, x_valid = (encode(df, spec.numeric, spec.categorical, vocabularies) for df in (train, valid))
+    x_train = encode(train, spec.numeric, spec.categorical, vocabularies)
     # The config's keys are LightGBM parameter names (min_child_samples is an alias of min_data_in_leaf).
     params: dict[str, Any] = {
-        **cfg.model_dump(exclude={"n_estimators", "early_stopping_rounds", "cv_folds"}),
+        **cfg.model_dump(
+            exclude={"n_estimators", "early_stopping_rounds", "cv_folds", "refit", "half_life_days"}
+        ),
         **{"objective": "binary", "metric": "auc", "seed": seed, "verbosity": -1},
         **{"deterministic": True, "force_row_wise": True},
     }
@@ -109,19 +173,25 @@ def fit_lightgbm(
     train_set = lgb.Dataset(
         x_train,
         label=y_train,
+        weight=recency_weights(train, spec, cfg.half_life_days),
         feature_name=[*spec.numeric, *spec.categorical],
         categorical_feature=list(range(n_numeric, n_numeric + len(spec.categorical))),
     )
-    valid_set = lgb.Dataset(x_valid, label=y_valid, reference=train_set)
-    trained = lgb.train(
-        params,
-        train_set,
-        num_boost_round=cfg.n_estimators,
-        valid_sets=[valid_set],
-        valid_names=[valid_on],
-        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
-    )
-    best = trained.best_iteration if trained.best_iteration > 0 else trained.current_iteration()
+    if valid is None:
+        trained = lgb.train(params, train_set, num_boost_round=int(trees or cfg.n_estimators))
+        best = trained.current_iteration()
+    else:
+        rows, y_valid, valid_on = valid
+        x_valid = encode(rows, spec.numeric, spec.categorical, vocabularies)
+        trained = lgb.train(
+            params,
+            train_set,
+            num_boost_round=cfg.n_estimators,
+            valid_sets=[lgb.Dataset(x_valid, label=y_valid, reference=train_set)],
+            valid_names=[valid_on],
+            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+        )
+        best = trained.best_iteration if trained.best_iteration > 0 else trained.current_iteration()
     # Rebuild from the saved text so the model in memory is exactly the one a later load reads.
     booster = lgb.Booster(model_str=trained.model_to_string(num_iteration=best))
     return LightGBMCandidate(
@@ -132,6 +202,7 @@ def fit_lightgbm(
         categorical=list(spec.categorical),
         best_iteration=best,
         trained_on=list(trained_on),
+        refit=valid is None,
     )
 
 
@@ -229,8 +300,20 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
             "best_iteration": model.best_iteration,
             "train_rows": train.height,
         }
-        models[name] = model
         log.info("baseline %s: %d trees, %s ROC AUC %.4f", name, model.best_iteration, valid_part, auc)
+        if cfg.refit:
+            every = (*train_parts, valid_part)
+            rows = pl.concat([fitting[p] for p in every], how="vertical_relaxed")
+            refit = refit_lightgbm(
+                rows, spec, cfg, seed, trees=model.best_iteration, name=name, trained_on=every
+            )
+            if valid_part == VALID_PART:  # selection's rows: answered by the fit that never saw them
+                refit.held_out = {VALID_PART: model.predict_proba(valid)}
+            metrics[name]["refit_rows"] = rows.height
+            trees, on = model.best_iteration, "+".join(every)
+            log.info("baseline %s: refit with %d trees on %s (%d rows)", name, trees, on, rows.height)
+            model = refit
+        models[name] = model
     with atomic_outputs(out_dir, metrics_path) as (tmp_dir, tmp_metrics):
         tmp_dir.mkdir()
         for name, model in models.items():

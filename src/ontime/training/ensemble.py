@@ -2,9 +2,11 @@
 
 Two methods: ``weighted`` (a convex combination of the members' probabilities minimising log loss)
 and ``stacking`` (a logistic regression on the members' logits). Both are fitted on the
-``finetune_valid`` part, which no member trained on. So that selection can compare an ensemble
-with its members fairly, its validation predictions are out-of-fold: the validation rows are cut
-into ``folds`` time-ordered blocks and each block is predicted by weights fitted on the others.
+``finetune_valid`` part, which no member trained on (a member refit on it afterwards gives its
+predictions from before the refit: ``ontime.candidates.validation_predictions``). So that
+selection can compare an ensemble with its members fairly, its validation predictions are
+out-of-fold: the validation rows are cut into ``folds`` time-ordered blocks and each block is
+predicted by weights fitted on the others.
 An ensemble folder holds copies of its members, so it is self-contained (for packaging).
 """
 
@@ -20,8 +22,8 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ontime.candidates import Candidate, load_candidate
-from ontime.candidates.ensemble_model import EPS, VALID_PART, EnsembleCandidate, combine, logit
+from ontime.candidates import VALID_PART, Candidate, load_candidate, validation_predictions
+from ontime.candidates.ensemble_model import EPS, EnsembleCandidate, combine, logit
 from ontime.config import EnsembleConfig, load_params, section
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
@@ -80,7 +82,7 @@ def build(
 ) -> tuple[list[EnsembleCandidate], dict[str, Any]]:
     """Fit every configured ensemble on ``valid`` (validation rows only)."""
     y = valid.get_column(target).to_numpy().astype(np.int64)
-    P = np.column_stack([m.predict_proba(valid) for m in members])
+    P = np.column_stack([validation_predictions(m, valid, VALID_PART) for m in members])
     out, metrics = [], {}
     for method in cfg.methods:
         oof = out_of_fold(method, P, y, cfg)

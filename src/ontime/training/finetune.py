@@ -2,10 +2,12 @@
 
 Starts from the trained weights and preprocessing (categories unseen before map to the
 out-of-vocabulary slot), trains on the ``finetune`` part with its own learning rate, epochs and early
-stopping on ``finetune_valid``. Strategies: ``full``; ``head`` (only the output head learns);
-``frozen_embeddings`` (feature embeddings fixed, blocks and head learn); ``discriminative`` (all
-learn, the lower the layer the smaller its learning rate). Resumes, restarts (``ONTIME_FRESH=1 dvc
-repro -f -s finetune``) and stops on Ctrl-C as train does (``training/loop.py``).
+stopping on ``finetune_valid``; everything else, the loss included, comes from ``train``.
+Strategies act on the parameter roles each network declares (``models/roles.py``: embeddings,
+blocks, head): ``full``; ``head`` (only the head learns); ``frozen_embeddings`` (the embeddings stay
+fixed, blocks and head learn); ``discriminative`` (all learn, the head at ``lr``, the blocks at
+``lr * layer_lr_decay``, the embeddings at ``lr * layer_lr_decay**2``). Resumes, restarts
+(``ONTIME_FRESH=1 dvc repro -f -s finetune``) and stops on Ctrl-C as train does (``training/loop.py``).
 """
 
 from __future__ import annotations
@@ -21,32 +23,38 @@ from torch import nn
 from ontime.candidates.torch_model import TorchCandidate, load_torch_members, save_seed_bag
 from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
 from ontime.io import atomic_outputs, write_json
+from ontime.models.roles import Role, parameter_roles
 from ontime.spec import FeatureSpec, mask_optional, read_part
 from ontime.training.loop import Runtime, barrier, fingerprint, fit, setup_runtime
 from ontime.training.train import arrays
 
 log = logging.getLogger(__name__)
 
-# Parameter name prefixes of the two architectures (models/mlp.py, models/ft_transformer.py).
-EMBEDDINGS = ("num_embedding.", "cat_embeddings.", "tokenizer.", "cls_token")
-HEAD = ("head.",)
+# The roles each strategy keeps fixed.
+FROZEN_ROLES: dict[str, frozenset[Role]] = {
+    "full": frozenset(),
+    "head": frozenset({"embeddings", "blocks"}),
+    "frozen_embeddings": frozenset({"embeddings"}),
+    "discriminative": frozenset(),
+}
 
 
-def frozen(name: str, cfg: FinetuneConfig) -> bool:
-    """Whether the parameter ``name`` stays fixed under the strategy."""
-    if cfg.strategy == "head":
-        return not name.startswith(HEAD)
-    return cfg.strategy == "frozen_embeddings" and name.startswith(EMBEDDINGS)
-
-
-def apply_strategy(model: nn.Module, cfg: FinetuneConfig) -> dict[str, float]:
-    """Freeze what the strategy keeps fixed; return per-prefix learning-rate scales."""
-    for name, param in model.named_parameters():
-        param.requires_grad_(not frozen(name, cfg))
+def lr_scales(cfg: FinetuneConfig) -> dict[Role, float]:
+    """Learning-rate multipliers by role: ``discriminative`` only (the others train at ``lr``)."""
     if cfg.strategy != "discriminative":
         return {}
     decay = cfg.layer_lr_decay
-    return {**dict.fromkeys(EMBEDDINGS, decay**2), "blocks.": decay, "head.": 1.0}
+    return {"embeddings": decay**2, "blocks": decay, "head": 1.0}
+
+
+def apply_strategy(model: nn.Module, cfg: FinetuneConfig) -> dict[Role, float]:
+    """Freeze the roles the strategy keeps fixed (every other parameter learns); return the
+    learning-rate scales by role."""
+    roles = parameter_roles(model)
+    fixed = FROZEN_ROLES[cfg.strategy]
+    for name, param in model.named_parameters():
+        param.requires_grad_(roles.role_of(name) not in fixed)
+    return lr_scales(cfg)
 
 
 def with_replay(recent: pl.DataFrame, older: pl.DataFrame, replay: float, seed_: int) -> pl.DataFrame:
@@ -77,7 +85,8 @@ def finetune(
     va = arrays(base.preprocessor, valid_df, spec.target, where="finetune_valid part")
     model = base.model
     lr_scale = apply_strategy(model, cfg)
-    opt_cfg = train_cfg.model_copy(
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    opt_cfg = train_cfg.model_copy(  # train's loss, weight decay, augmentation, ...
         update={
             "lr": cfg.lr,
             "epochs": cfg.epochs,
@@ -115,7 +124,7 @@ def finetune(
         "valid_roc_auc": round(result.best_roc_auc, 6),
         "train_rows": len(tr.y),
         "valid_rows": len(va.y),
-        "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if not frozen(n, cfg)),
+        "trainable_parameters": trainable,
     }
     return tuned, metrics
 

@@ -37,7 +37,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ from ontime.candidates.torch_model import predict_logits, sigmoid, state_dict_cp
 from ontime.config import TrainConfig
 from ontime.errors import ConfigError, DataError, Interrupted, OntimeError
 from ontime.io import read_json, write_json
+from ontime.models.roles import Role, parameter_roles
+from ontime.training.losses import make_loss
 
 log = logging.getLogger(__name__)
 
@@ -184,18 +186,26 @@ def evaluate_arrays(
 
 
 def parameter_groups(
-    model: nn.Module, *, weight_decay: float, lr_scale: dict[str, float] | None = None
+    model: nn.Module, *, weight_decay: float, lr_scale: Mapping[Role, float] | None = None
 ) -> list[dict[str, Any]]:
-    """Weight decay on matrices only (not biases, norms or embeddings' scales); optional per-prefix
-    learning-rate scales (discriminative fine-tuning). Frozen parameters are left out."""
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    """AdamW groups from the roles the model declares (``models/roles.py``).
+
+    Weight decay (and ``train.l1``, via the ``decay`` flag) applies to the weight matrices of the
+    blocks and the head only: never to biases, norm weights, embeddings, per-feature biases or the
+    CLS token. ``lr_scale`` multiplies the learning rate by role (discriminative fine-tuning; a role
+    not named keeps 1). Frozen parameters are left out.
+    """
+    roles = parameter_roles(model)
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        decay = weight_decay if param.ndim >= 2 else 0.0
-        scale = next((s for prefix, s in (lr_scale or {}).items() if name.startswith(prefix)), 1.0)
-        groups.setdefault((decay, scale), []).append(param)
-    return [{"params": ps, "weight_decay": d, "lr_scale": s} for (d, s), ps in sorted(groups.items())]
+        scale = (lr_scale or {}).get(roles.role_of(name), 1.0)
+        groups.setdefault((name not in roles.no_decay, scale), []).append(param)
+    return [
+        {"params": ps, "weight_decay": weight_decay if decay else 0.0, "decay": decay, "lr_scale": s}
+        for (decay, s), ps in sorted(groups.items())
+    ]
 
 
 # -------------------------------------------------------------------------------- checkpoints ---
@@ -319,7 +329,7 @@ def fit(
     checkpoint_dir: Path | None,
     fingerprint: str,
     live_dir: Path | None = None,
-    lr_scale: dict[str, float] | None = None,
+    lr_scale: Mapping[Role, float] | None = None,
     desc: str = "train",
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitResult:
@@ -333,15 +343,18 @@ def fit(
     pos = float(y.sum())
     if pos == 0 or pos == len(y):
         raise TrainingError(f"{desc}: the training rows have one class; a classifier needs both")
-    pos_weight = torch.tensor(
-        (len(y) - pos) / pos if cfg.class_weight == "balanced" else 1.0, device=rt.device
-    )
-    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    criterion = make_loss(
+        cfg.loss,
+        y,  # weighted_bce: the class balance of these (training) rows only
+        gamma=cfg.focal_gamma,
+        alpha=cfg.focal_alpha,
+        label_smoothing=cfg.label_smoothing,
+    ).to(rt.device)
     groups = parameter_groups(model, weight_decay=cfg.weight_decay, lr_scale=lr_scale)
     if not groups:
         raise TrainingError(f"{desc}: no trainable parameters (everything is frozen)")
     opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    penalised = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+    penalised = [p for g in groups if g["decay"] for p in g["params"]]  # train.l1: as weight decay
     net: nn.Module = model
     if rt.distributed:
         net = nn.parallel.DistributedDataParallel(

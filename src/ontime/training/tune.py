@@ -76,7 +76,7 @@ class ParamSpace(StrictModel):
     def _check(self) -> ParamSpace:
         if self.type == "categorical":
             if not self.choices:
-                raise ValueError("type categorical needs a non-empty list of choices, e.g. [none, balanced]")
+                raise ValueError("type categorical needs a non-empty list of choices, e.g. [bce, focal]")
             if self.low is not None or self.high is not None or self.log:
                 raise ValueError("type categorical takes choices only; set low: null, high: null, log: false")
             bad = [c for c in self.choices if isinstance(c, str) and not _PLAIN.fullmatch(c)]

@@ -1,0 +1,238 @@
+"""linear: a logistic regression on the neural models' preprocessing, the simplest candidate.
+
+Inputs are what :class:`ontime.models.preprocess.Preprocessor` (params ``preprocess``) returns: the
+scaled numeric columns with the training median for missing values, a 0/1 missing indicator per
+numeric column that had missing values in the fitted rows, and the categorical codes (0: null,
+unknown or rare), which enter one-hot, out-of-vocabulary slot included. scikit-learn's
+``LogisticRegression`` (solver liblinear, L1 or L2 per ``linear.penalty``, strength ``1 / linear.C``)
+fits them as a sparse matrix.
+
+Rows: the preprocessor and the model are fitted on ``train`` + ``train_valid`` + ``finetune`` (the rows
+``lgbm_all`` fits on, optional groups blanked on a share of them as for every fitting row) and scored
+on ``finetune_valid``. With ``linear.refit``, both are fitted again with the same settings on every
+non-test row (those parts plus ``finetune_valid``) and that model is saved; it keeps the first fit's
+``finetune_valid`` predictions as its held-out predictions, which evaluate, ensemble and select use
+(``ontime.candidates.validation_predictions``), so its validation scores stay honest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from pydantic import Field
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from ontime.candidates import VALID_PART
+from ontime.candidates.linear_model import LinearCandidate
+from ontime.config import PreprocessConfig, StrictModel, load_params, section
+from ontime.config import seed as read_seed
+from ontime.errors import DataError
+from ontime.io import atomic_outputs, write_json
+from ontime.models.preprocess import Preprocessor
+from ontime.spec import FeatureSpec, mask_optional, read_part
+
+log = logging.getLogger(__name__)
+
+NAME = "linear"
+FITTING = ("train", "train_valid", "finetune")  # the first fit's rows (lgbm_all's); scored on VALID_PART
+SOLVER = "liblinear"  # L1 and L2 on sparse one-hot input; faster than saga here (README: linear)
+
+
+class LinearConfig(StrictModel):
+    """The ``linear`` section of params.yaml."""
+
+    penalty: Literal["l1", "l2"] = Field(description="l1: sparse weights (exact zeros); l2: ridge")
+    C: float = Field(gt=0, description="inverse regularisation strength: smaller is stronger")
+    max_iter: int = Field(ge=1, description="most solver iterations")
+    tol: float = Field(gt=0, description="the solver's stopping tolerance")
+    refit: bool = Field(description="fit again on every non-test row; validation scores stay the first fit's")
+
+
+# ------------------------------------------------------------------------------------------ fit ---
+def labels(df: pl.DataFrame, target: str, where: str) -> np.ndarray:
+    """The 0/1 labels of ``df`` as float64; a DataError naming ``where`` unless both classes occur."""
+    if df.height == 0:
+        raise DataError(f"{where}: no rows to train or validate on; widen split.windows")
+    y = df.get_column(target)
+    classes = y.drop_nulls().unique().sort().to_list()
+    if y.null_count() or not set(classes) <= {0, 1}:
+        raise DataError(f"{where}: label {target!r} must be 0/1 without nulls, got {classes}; re-run clean")
+    if len(classes) < 2:
+        raise DataError(
+            f"{where}: every row has label {classes[0]}; a classifier needs both classes: widen split.windows"
+        )
+    return y.cast(pl.Float64).to_numpy()
+
+
+def fit_preprocessor(cfg: PreprocessConfig, spec: FeatureSpec, rows: pl.DataFrame, where: str) -> Preprocessor:
+    pre = Preprocessor(
+        numeric=list(spec.numeric),
+        categorical=list(spec.categorical),
+        scaling=cfg.scaling,
+        min_frequency=cfg.min_frequency,
+        n_quantiles=cfg.n_quantiles,
+    )
+    try:
+        return pre.fit(rows)
+    except ValueError as exc:
+        raise DataError(f"preprocessing cannot be fitted on {where}: {exc}") from exc
+
+
+def design_matrix(pre: Preprocessor, df: pl.DataFrame) -> sp.csr_matrix:
+    """The model's input: ``x_num`` as ``pre.transform`` gives it, then each categorical column's
+    codes one-hot (column ``offset_j + code``). Shape: (n, n_num_features + sum(cardinalities)),
+    float64, CSR."""
+    x_num, x_cat = pre.transform(df)  # (n, n_num_features) float32, (n, n_categorical) int64
+    n = df.height
+    offsets = np.cumsum([pre.n_num_features, *pre.cardinalities])  # (n_categorical + 1,)
+    n_cols = int(offsets[-1])
+    numeric = sp.csr_matrix(x_num.astype(np.float64))
+    if not pre.categorical:
+        return sp.csr_matrix(numeric, shape=(n, n_cols))
+    cols = (x_cat + offsets[:-1]).ravel()  # row-major: row i's columns together
+    rows = np.repeat(np.arange(n), x_cat.shape[1])
+    one_hot = sp.csr_matrix((np.ones(cols.size), (rows, cols - pre.n_num_features)), shape=(n, n_cols - offsets[0]))
+    return sp.csr_matrix(sp.hstack([numeric, one_hot], format="csr"))
+
+
+def fit_logistic(x: sp.csr_matrix, y: np.ndarray, cfg: LinearConfig, seed: int) -> LogisticRegression:
+    """scikit-learn's logistic regression on ``x`` (n, d) and 0/1 ``y`` (n,); deterministic for a seed."""
+    model = LogisticRegression(
+        l1_ratio=1.0 if cfg.penalty == "l1" else 0.0,
+        C=cfg.C,
+        solver=SOLVER,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        random_state=seed,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, y)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        log.warning(
+            "linear: the solver stopped at linear.max_iter=%d before reaching linear.tol=%g; raise "
+            "max_iter (or tol) if the validation score matters",
+            cfg.max_iter,
+            cfg.tol,
+        )
+    return model
+
+
+def to_candidate(
+    pre: Preprocessor, model: LogisticRegression, cfg: LinearConfig, *, name: str, trained_on: Sequence[str]
+) -> LinearCandidate:
+    """The inference-side candidate of a model fitted on ``design_matrix(pre, ...)``."""
+    coef = np.asarray(model.coef_, dtype=np.float64).ravel()  # (n_num_features + sum(cardinalities),)
+    offsets = np.cumsum([pre.n_num_features, *pre.cardinalities])
+    return LinearCandidate(
+        name=name,
+        preprocessor=pre,
+        coef_numeric=coef[: offsets[0]],
+        coef_categorical={
+            c: coef[offsets[j] : offsets[j + 1]] for j, c in enumerate(pre.categorical)
+        },
+        intercept=float(np.asarray(model.intercept_).ravel()[0]),
+        trained_on=list(trained_on),
+        penalty=cfg.penalty,
+        C=cfg.C,
+    )
+
+
+def fit_linear(
+    rows: pl.DataFrame,
+    spec: FeatureSpec,
+    pre_cfg: PreprocessConfig,
+    cfg: LinearConfig,
+    seed: int,
+    *,
+    name: str = NAME,
+    trained_on: Sequence[str] = FITTING,
+) -> LinearCandidate:
+    """Fit the preprocessor and the logistic regression on ``rows``; ``trained_on`` names them."""
+    where = f"training rows ({'+'.join(trained_on)})"
+    y = labels(rows, spec.target, where)
+    pre = fit_preprocessor(pre_cfg, spec, rows, where)
+    model = fit_logistic(design_matrix(pre, rows), y, cfg, seed)
+    return to_candidate(pre, model, cfg, name=name, trained_on=trained_on)
+
+
+def roc_auc(model: LinearCandidate, df: pl.DataFrame, target: str, where: str) -> tuple[float, np.ndarray]:
+    """ROC AUC of ``model`` on ``df`` and its predictions (n,)."""
+    y = labels(df, target, where)
+    p = model.predict_proba(df)
+    return float(roc_auc_score(y, p)), p
+
+
+def train_linear(
+    parts: dict[str, pl.DataFrame], spec: FeatureSpec, pre_cfg: PreprocessConfig, cfg: LinearConfig, seed: int
+) -> tuple[LinearCandidate, dict[str, Any]]:
+    """The candidate and its metrics from the split parts (``FITTING`` and ``VALID_PART``, as
+    ``read_part`` gives them): fit on ``FITTING``, score ``VALID_PART``, refit on all when
+    ``cfg.refit``."""
+    # Fitting rows with the optional groups blanked on a share of them (validation rows stay whole).
+    fitting = {p: mask_optional(parts[p], spec, seed=seed, part=p) for p in (*FITTING, VALID_PART)}
+    valid = parts[VALID_PART]
+    labels(valid, spec.target, f"validation rows ({VALID_PART})")
+    rows = pl.concat([fitting[p] for p in FITTING], how="vertical_relaxed")
+    start = time.perf_counter()
+    model = fit_linear(rows, spec, pre_cfg, cfg, seed, trained_on=FITTING)
+    seconds = time.perf_counter() - start
+    auc, held = roc_auc(model, valid, spec.target, f"validation rows ({VALID_PART})")
+    metrics: dict[str, Any] = {
+        "penalty": cfg.penalty,
+        "C": cfg.C,
+        "valid_roc_auc": round(auc, 6),
+        "train_rows": rows.height,
+        "nonzero_coefficients": model.nonzero_coefficients,
+        "coefficients": model.n_coefficients,
+        "fit_seconds": round(seconds, 1),
+    }
+    log.info(
+        "linear (%s, C=%g): %s ROC AUC %.4f, %d rows, %d nonzero weights, %.1f s",
+        cfg.penalty,
+        cfg.C,
+        VALID_PART,
+        auc,
+        rows.height,
+        model.nonzero_coefficients,
+        seconds,
+    )
+    if cfg.refit:
+        every = (*FITTING, VALID_PART)
+        all_rows = pl.concat([fitting[p] for p in every], how="vertical_relaxed")
+        start = time.perf_counter()
+        refit = fit_linear(all_rows, spec, pre_cfg, cfg, seed, trained_on=every)
+        refit.refit = True
+        refit.held_out = {VALID_PART: held}  # selection's rows: answered by the fit that never saw them
+        metrics.update(
+            refit_rows=all_rows.height,
+            refit_nonzero_coefficients=refit.nonzero_coefficients,
+            refit_seconds=round(time.perf_counter() - start, 1),
+        )
+        log.info("linear: refit on %s (%d rows)", "+".join(every), all_rows.height)
+        model = refit
+    return model, metrics
+
+
+# ------------------------------------------------------------------------------------------ edge ---
+def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics_path: str) -> None:
+    """Fit the linear candidate (``out_dir`` is its folder) and write its metrics."""
+    params = load_params(params_path)
+    cfg = section(params, "linear", LinearConfig, source=params_path)
+    pre_cfg = section(params, "preprocess", PreprocessConfig, source=params_path)
+    seed = read_seed(params)
+    spec = FeatureSpec.load(spec_path)
+    parts = {p: read_part(split_dir, p, spec) for p in (*FITTING, VALID_PART)}
+    model, metrics = train_linear(parts, spec, pre_cfg, cfg, seed)
+    with atomic_outputs(out_dir, metrics_path) as (tmp_dir, tmp_metrics):
+        model.save(tmp_dir)
+        write_json(tmp_metrics, metrics)
