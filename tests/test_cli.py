@@ -87,7 +87,7 @@ def test_the_runner_imports_lazily_and_passes_options_in_order(monkeypatch: pyte
     assert calls == [
         (ns.params, ns.evaluation, ns.candidate, ns.split, ns.spec, ns.predictions, ns.out, ns.metrics)
     ]
-    assert len(ns.candidate) == 6
+    assert len(ns.candidate) == 7
 
 
 @pytest.mark.parametrize(

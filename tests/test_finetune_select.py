@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ontime.candidates import load_candidate
+from ontime.candidates import load_candidate, validation_predictions
 from ontime.candidates.torch_model import TorchCandidate
 from ontime.config import EnsembleConfig, FinetuneConfig, SelectConfig
 from ontime.errors import DataError
@@ -32,8 +32,10 @@ def trained(data_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "model"
 
 
-def run_finetune(data_run: Path, base: Path, out: Path, strategy: str) -> dict:
-    params = write_params(out / "params.yaml", [*TINY, f"finetune.strategy={strategy}", "finetune.epochs=2"])
+def run_finetune(data_run: Path, base: Path, out: Path, strategy: str, *extra: str) -> dict:
+    overrides = [*TINY, f"finetune.strategy={strategy}", "finetune.epochs=2", *extra]
+    out.mkdir(parents=True, exist_ok=True)
+    params = write_params(out / "params.yaml", overrides)
     finetune.main(
         str(params), str(base), str(data_run / "data/split"), str(data_run / "data/features/spec.json"),
         str(out / "model"), str(out / "finetune.json"), str(out / "ckpt"), str(out / "live"),
@@ -55,6 +57,29 @@ def test_head_only_keeps_everything_else_bit_identical(data_run: Path, trained: 
     assert head, sorted(before)
     assert changed == head, sorted(changed ^ head)  # every head tensor learned, nothing else moved
     assert read_json(tmp_path / "finetune.json")["strategy"] == "head"
+
+
+def test_refit_epochs_train_on_the_validation_rows_and_keep_honest_answers_for_them(
+    data_run: Path, trained: Path, tmp_path: Path
+) -> None:
+    """finetune.refit_epochs: after early stopping, more epochs on the fine-tune rows plus
+    finetune_valid; the candidate answers for finetune_valid with the model from before them."""
+    plain = run_finetune(data_run, trained, tmp_path / "plain", "full", "finetune.refit_epochs=0")
+    refit = run_finetune(data_run, trained, tmp_path / "refit", "full", "finetune.refit_epochs=1")
+    assert any(not torch.equal(plain[k], refit[k]) for k in plain)  # one more epoch moved the weights
+    info = read_json(tmp_path / "refit/model/candidate.json")
+    assert info["trained_on"] == ["train", "finetune", "finetune_valid"]
+    assert info["held_out"] == ["finetune_valid"]
+    assert read_json(tmp_path / "refit/finetune.json")["refit_epochs"] == 1
+    spec = FeatureSpec.load(data_run / "data/features/spec.json")
+    valid = read_part(data_run / "data/split", "finetune_valid", spec)
+    before, after = load_candidate(tmp_path / "plain/model"), load_candidate(tmp_path / "refit/model")
+    # the held-out answers are the plain run's model's (the same fine-tuning, deterministic)
+    np.testing.assert_allclose(
+        validation_predictions(after, valid, "finetune_valid"), before.predict_proba(valid)
+    )
+    assert not np.allclose(after.predict_proba(valid), before.predict_proba(valid))
+    assert read_json(tmp_path / "plain/model/candidate.json")["held_out"] == []
 
 
 def test_frozen_embeddings_keep_embeddings_identical(data_run: Path, trained: Path, tmp_path: Path) -> None:
@@ -89,7 +114,7 @@ def test_full_finetuning_changes_the_model_and_keeps_preprocessing(
     spec = FeatureSpec.load(data_run / "data/features/spec.json")
     valid = read_part(data_run / "data/split", "finetune_valid", spec)
     y_valid = valid.get_column(spec.target).to_numpy()
-    assert roc_auc_score(y_valid, tuned.predict_proba(valid)) == pytest.approx(
+    assert roc_auc_score(y_valid, validation_predictions(tuned, valid, "finetune_valid")) == pytest.approx(
         metrics["valid_roc_auc"], abs=1e-5
     )
     # and they move in the expected direction from the weights they started from: a lower log loss
@@ -114,6 +139,7 @@ def test_discriminative_learning_rates() -> None:
         warmup_epochs=0,
         layer_lr_decay=0.5,
         replay=0,
+        refit_epochs=0,
     )
     scales = finetune.apply_strategy(model, cfg)
     groups = parameter_groups(model, weight_decay=0.0, lr_scale=scales)

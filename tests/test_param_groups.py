@@ -45,7 +45,14 @@ def model(request: pytest.FixtureRequest) -> nn.Module:
 
 def strategy(name: str, decay: float = 0.5) -> FinetuneConfig:
     return FinetuneConfig(
-        strategy=name, lr=1e-3, epochs=1, patience=1, warmup_epochs=0, layer_lr_decay=decay, replay=0
+        strategy=name,
+        lr=1e-3,
+        epochs=1,
+        patience=1,
+        warmup_epochs=0,
+        layer_lr_decay=decay,
+        replay=0,
+        refit_epochs=0,
     )  # type: ignore[arg-type]
 
 

@@ -183,6 +183,18 @@ STAGES: tuple[Stage, ...] = (
         },
     ),
     Stage(
+        "linear",
+        "ontime.training.linear",
+        "Fit the linear baseline: a logistic regression (params `linear`: L1 or L2, C) on the neural "
+        "models' preprocessing (params `preprocess`, categorical codes one-hot) on the non-test rows "
+        "but finetune_valid, score finetune_valid, then (linear.refit) fit again on every non-test row.",
+        ("--split", "--spec", "--out", "--metrics"),
+        helps={
+            "--out": "output model folder",
+            "--metrics": "JSON summary: validation ROC AUC, rows, nonzero weights, fit seconds",
+        },
+    ),
+    Stage(
         "ensemble",
         "ontime.training.ensemble",
         "Fit ensembles of candidates on finetune_valid rows (params `ensemble`): a weighted average "

@@ -4,7 +4,7 @@
 same data (``dvc exp show --json``) and prints one row per experiment: its champion, the champion's
 validation and test figure, and each candidate's test figure, sorted by the champion's validation
 figure (the one selection uses; test is shown, never used to rank unless asked). It fits 120
-columns for the default six candidates.
+columns for the default seven candidates.
 """
 
 from __future__ import annotations

@@ -347,6 +347,11 @@ class FinetuneConfig(StrictModel):
     replay: float = Field(
         ge=0, description="train-window rows mixed in, as a multiple of the fine-tune rows (0 = none)"
     )
+    refit_epochs: int = Field(
+        ge=0,
+        description="after early stopping, this many more epochs on the fine-tune rows plus "
+        "finetune_valid, same settings (0 = none); validation answers come from before them",
+    )
 
 
 class EnsembleConfig(StrictModel):

@@ -24,6 +24,7 @@ def validate(params: dict[str, Any], *, source: str = "params") -> None:
     from ontime.reports.stage import ReportConfig
     from ontime.serving.online import ServeConfig
     from ontime.training.baseline import BaselineConfig
+    from ontime.training.linear import LinearConfig
     from ontime.training.tune import TuneConfig, check_space
 
     c.seed(params)
@@ -38,6 +39,7 @@ def validate(params: dict[str, Any], *, source: str = "params") -> None:
         "train": c.TrainConfig,
         "finetune": c.FinetuneConfig,
         "baseline": BaselineConfig,
+        "linear": LinearConfig,
         "ensemble": c.EnsembleConfig,
         "evaluate": c.EvaluateConfig,
         "select": c.SelectConfig,

@@ -70,7 +70,9 @@ class LinearCandidate:
         cat = {c: np.asarray(coef_categorical[c], dtype=np.float64) for c in preprocessor.categorical}
         for c, n in zip(preprocessor.categorical, preprocessor.cardinalities, strict=True):
             if cat[c].shape != (n,):
-                raise ValueError(f"coef_categorical[{c!r}] has shape {cat[c].shape}, the column has {n} codes")
+                raise ValueError(
+                    f"coef_categorical[{c!r}] has shape {cat[c].shape}, the column has {n} codes"
+                )
         self.name = name
         self.preprocessor = preprocessor
         self.coef_numeric = coef_numeric
@@ -99,7 +101,9 @@ class LinearCandidate:
         try:
             x_num, x_cat = self.preprocessor.transform(df)  # (n, n_num_features), (n, n_categorical)
         except ValueError as exc:
-            raise DataError(f"{self.name}: cannot score the frame: {exc}; score features from featurize") from exc
+            raise DataError(
+                f"{self.name}: cannot score the frame: {exc}; score features from featurize"
+            ) from exc
         z = x_num.astype(np.float64) @ self.coef_numeric + self.intercept
         for j, column in enumerate(self.preprocessor.categorical):
             z = z + self.coef_categorical[column][x_cat[:, j]]

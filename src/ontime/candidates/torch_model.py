@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ontime.candidates import write_candidate_info
+from ontime.candidates import load_held_out, save_held_out, write_candidate_info
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 from ontime.models.ft_transformer import FTTransformer
@@ -68,13 +68,17 @@ class TorchCandidate:
         kwargs: dict[str, Any],
         preprocessor: Preprocessor,
         batch_size: int = 4096,
+        held_out: dict[str, np.ndarray] | None = None,
     ) -> None:
+        """``held_out``: predictions for split parts this model was finally trained on, by the model
+        before that (see ``ontime.candidates.validation_predictions``)."""
         self.name = name
         self.model = model
         self.architecture = architecture
         self.kwargs = kwargs
         self.preprocessor = preprocessor
         self.batch_size = batch_size
+        self.held_out = held_out or {}
 
     def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
         x_num, x_cat = self.preprocessor.transform(df)
@@ -87,7 +91,8 @@ class TorchCandidate:
         write_json(folder / "model.json", {"architecture": self.architecture, "kwargs": self.kwargs})
         save_file(state_dict_cpu(self.model), str(folder / "model.safetensors"))
         self.preprocessor.save(folder / "preprocessor.json")
-        write_candidate_info(folder, kind="torch", name=self.name, **info)
+        save_held_out(folder, self.held_out)
+        write_candidate_info(folder, kind="torch", name=self.name, held_out=sorted(self.held_out), **info)
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str = "cpu") -> TorchCandidate:
@@ -105,6 +110,7 @@ class TorchCandidate:
             architecture=spec["architecture"],
             kwargs=spec["kwargs"],
             preprocessor=Preprocessor.load(folder / "preprocessor.json"),
+            held_out=load_held_out(folder),
         )
 
 
@@ -118,6 +124,12 @@ def save_seed_bag(folder: Path, *, name: str, members: list[TorchCandidate], **i
         folder / "combiner.json",
         {"method": "weighted", "members": [m.name for m in members], "weights": [1.0 / n] * n},
     )
+    held = {  # the bag's held-out predictions: the average of its members', as it predicts
+        part: np.mean([m.held_out[part] for m in members], axis=0)
+        for part in members[0].held_out
+        if all(part in m.held_out for m in members)
+    }
+    save_held_out(folder, held)
     write_candidate_info(folder, kind="ensemble", name=name, method="weighted", bagging_seeds=n, **info)
 
 

@@ -104,6 +104,8 @@ def describe_model(folder: Path) -> dict[str, Any]:
     info = read_json(folder / CANDIDATE_FILE)
     kind = info.get("kind")
     out: dict[str, Any] = {"name": info["name"], "kind": kind, "trained_on": info.get("trained_on")}
+    if info.get("held_out"):  # parts answered by predictions from before a refit (or out-of-fold)
+        out["held_out"] = info["held_out"]
     if kind == "torch":
         architecture = read_json(folder / "model.json")["architecture"]
         out["type"] = ARCHITECTURES.get(architecture, architecture)
@@ -112,6 +114,9 @@ def describe_model(folder: Path) -> dict[str, Any]:
     elif kind == "lightgbm":
         out["type"] = "LightGBM"
         out["trees"] = info.get("best_iteration")
+    elif kind == "linear":
+        out["type"] = f"logistic regression ({str(info.get('penalty', '')).upper()}, C={info.get('C')})"
+        out["nonzero_coefficients"] = info.get("nonzero_coefficients")
     elif kind == "ensemble":
         combiner = read_json(folder / "combiner.json")
         members = [describe_model(folder / "members" / m) for m in combiner["members"]]
@@ -292,7 +297,12 @@ def caveats(
             f"than the champion ({test['roc_auc']:.4f}): selection looks at validation rows only, as it "
             "must, and those rank the candidates differently from the test window."
         )
-    if valid_part in (model.get("trained_on") or []):
+    if valid_part in (model.get("held_out") or []):
+        out.append(
+            f"The champion's validation figures and threshold come from its predictions for `{valid_part}` "
+            "by a fit that never saw those rows; the model it serves was then refit on them too."
+        )
+    elif valid_part in (model.get("trained_on") or []):
         out.append(
             f"The champion trained on `{valid_part}`, the rows that rate it and set its threshold: its "
             "validation figures are optimistic."
@@ -443,6 +453,11 @@ def _model_section(model: dict[str, Any], valid_part: str) -> str:
     head = f"`{model['name']}`: **{model['type']}**"
     if model["kind"] == "lightgbm":
         return f"{head}, {model['trees']} trees, trained on {_parts(model['trained_on'])}."
+    if model["kind"] == "linear":
+        return (
+            f"{head} on the neural models' preprocessing (categorical codes one-hot), "
+            f"{model['nonzero_coefficients']} nonzero weights, trained on {_parts(model['trained_on'])}."
+        )
     if model["kind"] == "torch":
         tuned = (
             f", fine-tuned (strategy `{model['finetune_strategy']}`)"

@@ -16,11 +16,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+import torch
 import torch.distributed as dist
 from torch import nn
 
-from ontime.candidates.torch_model import TorchCandidate, load_torch_members, save_seed_bag
+from ontime.candidates import VALID_PART
+from ontime.candidates.torch_model import (
+    TorchCandidate,
+    load_torch_members,
+    predict_logits,
+    save_seed_bag,
+    sigmoid,
+)
 from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
 from ontime.io import atomic_outputs, write_json
 from ontime.models.roles import Role, parameter_roles
@@ -29,6 +38,7 @@ from ontime.training.loop import Runtime, barrier, fingerprint, fit, setup_runti
 from ontime.training.train import arrays
 
 log = logging.getLogger(__name__)
+CPU = torch.device("cpu")
 
 # The roles each strategy keeps fixed.
 FROZEN_ROLES: dict[str, frozenset[Role]] = {
@@ -79,8 +89,11 @@ def finetune(
     checkpoint_dir: Path | None,
     live_dir: Path | None,
     fingerprint_: str,
+    refit_df: pl.DataFrame | None = None,
 ) -> tuple[TorchCandidate, dict[str, Any]]:
-    """Fine-tune ``base`` (its preprocessing unchanged) and return the best-epoch candidate."""
+    """Fine-tune ``base`` (its preprocessing unchanged) and return the best-epoch candidate; with
+    ``cfg.refit_epochs``, that many more epochs on ``refit_df`` (the fine-tune rows plus the
+    validation rows), its answers for the validation rows kept from before them (``held_out``)."""
     tr = arrays(base.preprocessor, train_df, spec.target, where="finetune part")
     va = arrays(base.preprocessor, valid_df, spec.target, where="finetune_valid part")
     model = base.model
@@ -109,6 +122,22 @@ def finetune(
         desc="finetune",
     )
     model.to("cpu").load_state_dict(result.best_state)
+    held_out: dict[str, np.ndarray] = {}
+    if cfg.refit_epochs and refit_df is not None:
+        # The validation rows' answers come from the model that never trained on them.
+        model.eval()
+        held_out[VALID_PART] = sigmoid(
+            predict_logits(model, va.x_num, va.x_cat, batch_size=train_cfg.eval_batch_size, device=CPU)
+        )
+        more = arrays(base.preprocessor, refit_df, spec.target, where="finetune + finetune_valid parts")
+        refit_cfg = opt_cfg.model_copy(update={"epochs": cfg.refit_epochs, "patience": cfg.refit_epochs})
+        fit(
+            model, train=more, valid=va, cfg=refit_cfg, seed=seed_ + 1, rt=rt, n_scaled=len(spec.numeric),
+            checkpoint_dir=None, fingerprint=f"{fingerprint_}:refit", lr_scale=lr_scale, desc="refit",
+        )  # fmt: skip
+        # the weights after the last refit epoch, not the "best": the validation rows are training rows
+        # now, so nothing is left to stop early on
+        model.to("cpu")
     model.requires_grad_(True)
     tuned = TorchCandidate(
         name="finetuned",
@@ -116,6 +145,7 @@ def finetune(
         architecture=base.architecture,
         kwargs=base.kwargs,
         preprocessor=base.preprocessor,
+        held_out=held_out,
     )
     metrics = {
         "strategy": cfg.strategy,
@@ -125,6 +155,7 @@ def finetune(
         "train_rows": len(tr.y),
         "valid_rows": len(va.y),
         "trainable_parameters": trainable,
+        "refit_epochs": cfg.refit_epochs if held_out else 0,
     }
     return tuned, metrics
 
@@ -150,6 +181,12 @@ def main(
         with_replay(recent, older, cfg.replay, seed(params)), spec, seed=seed(params), part="finetune"
     )
     valid_df = read_part(split_dir, "finetune_valid", spec)
+    refit_df = None
+    if cfg.refit_epochs:
+        refit_df = pl.concat(
+            [train_df, mask_optional(valid_df, spec, seed=seed(params), part=VALID_PART)],
+            how="vertical_relaxed",
+        )
     rt = setup_runtime(train_cfg.device, train_cfg.threads)
     fp = fingerprint(
         params={k: params.get(k) for k in ("finetune", "train", "seed")},
@@ -175,6 +212,7 @@ def main(
                 checkpoint_dir=Path(checkpoint_dir) / (base.name if len(bases) > 1 else ""),
                 live_dir=Path(live_dir) if k == 0 else None,
                 fingerprint_=f"{fp}:{base.name}",
+                refit_df=refit_df,
             )
             tuned.name = base.name.replace("base", "finetuned", 1)
             tuned_members.append(tuned)
@@ -182,7 +220,7 @@ def main(
         metrics = all_metrics[0] if len(bases) == 1 else {**all_metrics[0], "members": all_metrics}
         if rt.is_main:
             info = {
-                "trained_on": ["train", "finetune"],
+                "trained_on": ["train", "finetune", *([VALID_PART] if cfg.refit_epochs else [])],
                 "validated_on": "finetune_valid",
                 "strategy": cfg.strategy,
             }
