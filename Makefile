@@ -28,8 +28,13 @@ lint:
 types:
 	$(BIN)/mypy
 
+## Two workers (the machine's two cores): every test of a file runs in one worker (module fixtures are
+## built once), and the tests of the shared smoke pipeline (fixture smoke_repo) all in one
+## (tests/conftest.py). TEST_JOBS=0 runs in this process (e.g. for pdb).
+TEST_JOBS ?= 2
+
 test:
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 clean-venv:
 	rm -rf $(VENV)

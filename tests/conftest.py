@@ -28,6 +28,16 @@ TORCH_CANDIDATES = "select.candidates=[base,finetuned,ens_weighted,ens_stacking]
 SMOKE_GRAPH = [*SHRUNK, *TINY, TORCH_CANDIDATES]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n N --dist loadgroup`` (make test): a worker runs a whole group, so a
+    session or module fixture is built once per group, not once per test. Tests on the smoke
+    pipeline (``smoke_repo``, minutes to build) form one group; every other file is its own."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = "smoke_repo" if "smoke_repo" in fixtures else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test (and every process it starts) packages into a temp BentoML store, never ~/bentoml."""
