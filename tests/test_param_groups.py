@@ -228,7 +228,7 @@ def test_frozen_roles_do_not_move_in_a_training_step(model: nn.Module, name: str
 
 def test_discriminative_scales_follow_the_roles(model: nn.Module) -> None:
     scales = apply_strategy(model, strategy("discriminative", decay=0.3))
-    assert scales == pytest.approx({"embeddings": 0.09, "blocks": 0.3, "head": 1.0})
+    assert scales == pytest.approx({"embeddings": 0.09, "blocks": 0.3, "adapters": 1.0, "head": 1.0})
     roles = parameter_roles(model)
     named = {id(p): n for n, p in model.named_parameters()}
     seen = set()

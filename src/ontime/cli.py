@@ -148,7 +148,7 @@ STAGES: tuple[Stage, ...] = (
         "finetune",
         "ontime.training.finetune",
         "Fine-tune the trained model on the fine-tune window (params `finetune`: strategy full, head, "
-        "frozen_embeddings or discriminative; its own lr, epochs, patience) with early stopping on "
+        "frozen_embeddings, discriminative or adapter; its own lr, epochs, patience) with early stopping on "
         "finetune_valid. Resumes from --checkpoints.",
         ("--base", "--split", "--spec", "--out", "--metrics", "--checkpoints", "--live"),
         helps={

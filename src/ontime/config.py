@@ -336,7 +336,7 @@ class EvaluateConfig(StrictModel):
 class FinetuneConfig(StrictModel):
     """Adapting the trained model to the recent window; other settings come from ``train``."""
 
-    strategy: Literal["full", "head", "frozen_embeddings", "discriminative"]
+    strategy: Literal["full", "head", "frozen_embeddings", "discriminative", "adapter"]
     lr: float = Field(gt=0)
     epochs: int = Field(ge=1)
     patience: int = Field(ge=1)
@@ -351,6 +351,12 @@ class FinetuneConfig(StrictModel):
         ge=0,
         description="after early stopping, this many more epochs on the fine-tune rows plus "
         "finetune_valid, same settings (0 = none); validation answers come from before them",
+    )
+    adapter_rank: int = Field(
+        default=8, ge=1, description="adapter: bottleneck width of the adapter added after each block"
+    )
+    adapter_head: bool = Field(
+        default=True, description="adapter: the head learns too (false: only the adapters learn)"
     )
 
 

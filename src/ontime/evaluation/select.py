@@ -300,7 +300,8 @@ def caveats(
     if valid_part in (model.get("held_out") or []):
         out.append(
             f"The champion's validation figures and threshold come from its predictions for `{valid_part}` "
-            "by a fit that never saw those rows; the model it serves was then refit on them too."
+            "by a fit that did not train on those rows (though its early stopping or settings may have been "
+            "chosen on them); the model it serves was then refit on them too."
         )
     elif valid_part in (model.get("trained_on") or []):
         out.append(

@@ -8,9 +8,14 @@ each with a residual), and the head (LayerNorm -> ReLU -> Linear) reads the CLS 
 As in the paper, the first block has no LayerNorm before its attention: the tokenizer's output
 goes in as it is.
 
+With `adapter_rank > 0`, a zero-initialised residual adapter follows each block, applied to every
+token (`adapters.py`): the structure the `adapter` fine-tuning strategy trains while everything
+else stays fixed.
+
 Parameter roles (`FTTransformer.parameter_roles`, see `roles.py`): the tokenizer and the CLS token
-are embeddings, then the blocks and the head. Weight decay applies to the Linear weights of the
-blocks and the head only (never to the tokenizer, the CLS token, biases or LayerNorms).
+are embeddings, then the blocks, the adapters (if any) and the head. Weight decay applies to the
+Linear weights of the blocks, the adapters and the head only (never to the tokenizer, the CLS
+token, biases or LayerNorms).
 
 Shapes use B for the batch, F for numeric features, C for categorical features, T = F + C + 1 for
 tokens, H for heads, d for `d_token`.
@@ -25,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ontime.models.adapters import adapter_stack
 from ontime.models.mlp import _check_inputs, _check_sizes
 from ontime.models.roles import ParameterRoles, roles_from_modules
 
@@ -176,6 +182,8 @@ class FTTransformer(nn.Module):
         ffn_dropout: Dropout inside the feed-forward layer.
         residual_dropout: Dropout on each branch before it is added to the residual stream.
         ffn_activation: `"reglu"` (the paper's choice) or `"gelu"`.
+        adapter_rank: Bottleneck width of a residual adapter after each block (`adapters.py`);
+            0 (the default): no adapters.
 
     Shape:
         x_num: (B, n_num) float32; x_cat: (B, len(cardinalities)) int64; output: (B,) logits.
@@ -194,6 +202,7 @@ class FTTransformer(nn.Module):
         ffn_dropout: float = 0.1,
         residual_dropout: float = 0.0,
         ffn_activation: FFNActivation = "reglu",
+        adapter_rank: int = 0,
     ) -> None:
         super().__init__()
         _check_sizes(n_num=n_num, cardinalities=cardinalities)
@@ -242,11 +251,18 @@ class FTTransformer(nn.Module):
             for i in range(n_blocks)
         )
         self.head = nn.Sequential(nn.LayerNorm(d_token), nn.ReLU(), nn.Linear(d_token, 1))
+        # Built last, so that the other weights are initialised as without adapters.
+        self.adapters = adapter_stack(n_blocks, d_token, adapter_rank)
 
     def parameter_roles(self) -> ParameterRoles:
-        """Embeddings: `tokenizer` and `cls_token`; blocks: `blocks`; head: `head`."""
+        """Embeddings: `tokenizer` and `cls_token`; blocks: `blocks`; adapters: `adapters` (if
+        any); head: `head`."""
         return roles_from_modules(
-            self, embeddings=[self.tokenizer, self.cls_token], blocks=[self.blocks], head=[self.head]
+            self,
+            embeddings=[self.tokenizer, self.cls_token],
+            blocks=[self.blocks],
+            adapters=[self.adapters],
+            head=[self.head],
         )
 
     def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
@@ -259,6 +275,8 @@ class FTTransformer(nn.Module):
         x = self.tokenizer(x_num, x_cat)  # (B, F + C, d)
         cls = self.cls_token.expand(x.shape[0], 1, -1)  # (d,) -> (B, 1, d)
         x = torch.cat([x, cls], dim=1)  # (B, T, d), CLS last
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x)  # (B, T, d)
+            if self.adapters is not None:
+                x = self.adapters[i](x)  # (B, T, d)
         return self.head(x[:, -1]).squeeze(-1)  # (B, d) -> (B, 1) -> (B,)

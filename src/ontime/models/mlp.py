@@ -12,8 +12,12 @@ Tabular Deep Learning":
 Categorical features get one embedding table per column. Everything is concatenated and passed
 through `n_blocks` of Linear -> ReLU -> Dropout and a Linear head that returns one logit per row.
 
+With `adapter_rank > 0`, a zero-initialised residual adapter follows each block (`adapters.py`):
+the structure the `adapter` fine-tuning strategy trains while everything else stays fixed.
+
 Parameter roles (`MLP.parameter_roles`, see `roles.py`): the numeric and categorical embeddings,
-the blocks, the head. Weight decay applies to the blocks' and the head's Linear weights only.
+the blocks, the adapters (if any), the head. Weight decay applies to the Linear weights of the
+blocks, the adapters and the head only.
 
 Shapes use B for the batch, F for numeric features, C for categorical features.
 """
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ontime.models.adapters import adapter_stack
 from ontime.models.roles import ParameterRoles, roles_from_modules
 
 NumEmbedding = Literal["none", "periodic", "piecewise_linear"]
@@ -150,6 +155,8 @@ class MLP(nn.Module):
             most important hyperparameter of PLR embeddings.
         bin_edges: For `"piecewise_linear"`, per numeric feature the strictly increasing bin
             edges (at least 2), usually `MLP.compute_bin_edges(x_num_train, n_bins=...)`.
+        adapter_rank: Bottleneck width of a residual adapter after each block (`adapters.py`);
+            0 (the default): no adapters.
 
     Shape:
         x_num: (B, n_num) float32; x_cat: (B, len(cardinalities)) int64; output: (B,) logits.
@@ -169,6 +176,7 @@ class MLP(nn.Module):
         n_frequencies: int = 16,
         frequency_scale: float = 0.1,
         bin_edges: list[list[float]] | None = None,
+        adapter_rank: int = 0,
     ) -> None:
         super().__init__()
         _check_sizes(n_num=n_num, cardinalities=cardinalities)
@@ -230,11 +238,18 @@ class MLP(nn.Module):
             )
         )
         self.head = nn.Linear(d_block, 1)
+        # Built last, so that the other weights are initialised as without adapters.
+        self.adapters = adapter_stack(n_blocks, d_block, adapter_rank)
 
     def parameter_roles(self) -> ParameterRoles:
-        """Embeddings: `num_embedding` (if any) and `cat_embeddings`; blocks: `blocks`; head: `head`."""
+        """Embeddings: `num_embedding` (if any) and `cat_embeddings`; blocks: `blocks`; adapters:
+        `adapters` (if any); head: `head`."""
         return roles_from_modules(
-            self, embeddings=[self.num_embedding, self.cat_embeddings], blocks=[self.blocks], head=[self.head]
+            self,
+            embeddings=[self.num_embedding, self.cat_embeddings],
+            blocks=[self.blocks],
+            adapters=[self.adapters],
+            head=[self.head],
         )
 
     @staticmethod
@@ -288,7 +303,10 @@ class MLP(nn.Module):
             embedded = [embedding(x_cat[:, i]) for i, embedding in enumerate(self.cat_embeddings)]
             parts.append(torch.cat(embedded, dim=1))  # (B, n_cat * d_embedding_cat)
         x = torch.cat(parts, dim=1)  # (B, d_in)
-        x = self.blocks(x)  # (B, d_block)
+        for i, block in enumerate(self.blocks):
+            x = block(x)  # (B, d_block)
+            if self.adapters is not None:
+                x = self.adapters[i](x)  # (B, d_block)
         return self.head(x).squeeze(-1)  # (B, 1) -> (B,)
 
 

@@ -1,12 +1,15 @@
-"""Parameter roles: each network says which of its parameters are embeddings, blocks or head.
+"""Parameter roles: each network says which of its parameters are embeddings, blocks, adapters or head.
 
 Training and fine-tuning act on roles, never on parameter names or shapes:
 
 - weight decay (``training/loop.py::parameter_groups``) applies to the weight matrices of the
-  blocks and the head (the ``nn.Linear`` weights there) and to nothing in ``no_decay``: biases,
-  norm weights, embedding tables, per-feature weights and biases of the numeric embeddings, the
-  CLS token;
+  blocks, the adapters and the head (the ``nn.Linear`` weights there) and to nothing in
+  ``no_decay``: biases, norm weights, embedding tables, per-feature weights and biases of the
+  numeric embeddings, the CLS token;
 - fine-tuning strategies (``training/finetune.py``) freeze roles and scale learning rates by role.
+
+Adapters (``models/adapters.py``) exist only in a network built with ``adapter_rank > 0`` (the
+``adapter`` fine-tuning strategy); elsewhere the role is empty.
 
 A network implements `HasParameterRoles` by returning `roles_from_modules(...)` over its own
 submodules; that call checks that every parameter belongs to exactly one role.
@@ -21,7 +24,7 @@ from typing import Literal, Protocol, get_args, runtime_checkable
 
 from torch import nn
 
-Role = Literal["embeddings", "blocks", "head"]
+Role = Literal["embeddings", "blocks", "adapters", "head"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
 
@@ -32,7 +35,7 @@ class ParameterRoles:
     Attributes:
         names: role -> parameter names; every parameter is in exactly one role.
         no_decay: parameters weight decay must not touch (everything but the weight matrices of
-            the blocks and the head).
+            the blocks, the adapters and the head).
     """
 
     names: dict[Role, tuple[str, ...]]
@@ -56,12 +59,17 @@ Part = nn.Module | nn.Parameter | None
 
 
 def roles_from_modules(
-    model: nn.Module, *, embeddings: Iterable[Part], blocks: Iterable[Part], head: Iterable[Part]
+    model: nn.Module,
+    *,
+    embeddings: Iterable[Part],
+    blocks: Iterable[Part],
+    head: Iterable[Part],
+    adapters: Iterable[Part] = (),
 ) -> ParameterRoles:
     """Roles from the submodules (or bare parameters) of ``model`` that make up each role.
 
     ``None`` parts (an absent optional submodule) are skipped. Weight decay applies to the
-    ``weight`` of every ``nn.Linear`` inside blocks and head; every other parameter is in
+    ``weight`` of every ``nn.Linear`` inside blocks, adapters and head; every other parameter is in
     ``no_decay``.
 
     Raises:
@@ -71,9 +79,15 @@ def roles_from_modules(
     ids: dict[int, str] = {id(p): name for name, p in model.named_parameters()}
     names: dict[Role, tuple[str, ...]] = {}
     decay: set[str] = set()
-    for role, parts in zip(ROLES, (embeddings, blocks, head), strict=True):
+    by_role: dict[Role, Iterable[Part]] = {
+        "embeddings": embeddings,
+        "blocks": blocks,
+        "adapters": adapters,
+        "head": head,
+    }
+    for role in ROLES:
         found: list[str] = []
-        for part in parts:
+        for part in by_role[role]:
             if part is None:
                 continue
             params = [part] if isinstance(part, nn.Parameter) else list(part.parameters())

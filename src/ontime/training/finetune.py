@@ -4,10 +4,14 @@ Starts from the trained weights and preprocessing (categories unseen before map 
 out-of-vocabulary slot), trains on the ``finetune`` part with its own learning rate, epochs and early
 stopping on ``finetune_valid``; everything else, the loss included, comes from ``train``.
 Strategies act on the parameter roles each network declares (``models/roles.py``: embeddings,
-blocks, head): ``full``; ``head`` (only the head learns); ``frozen_embeddings`` (the embeddings stay
-fixed, blocks and head learn); ``discriminative`` (all learn, the head at ``lr``, the blocks at
-``lr * layer_lr_decay``, the embeddings at ``lr * layer_lr_decay**2``). Resumes, restarts
-(``ONTIME_FRESH=1 dvc repro -f -s finetune``) and stops on Ctrl-C as train does (``training/loop.py``).
+blocks, adapters, head): ``full``; ``head`` (only the head learns); ``frozen_embeddings`` (the
+embeddings stay fixed, blocks and head learn); ``discriminative`` (all learn, the head at ``lr``, the
+blocks at ``lr * layer_lr_decay``, the embeddings at ``lr * layer_lr_decay**2``); ``adapter`` (the
+structure changes: a zero-initialised residual bottleneck of width ``adapter_rank`` after each block,
+``models/adapters.py``; only the adapters learn, and the head with ``adapter_head``; every trained
+weight stays bit-identical, and the candidate's ``model.json`` carries ``adapter_rank`` so that it
+loads and serves like any other). Resumes, restarts (``ONTIME_FRESH=1 dvc repro -f -s finetune``)
+and stops on Ctrl-C as train does (``training/loop.py``).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from torch import nn
 from ontime.candidates import VALID_PART
 from ontime.candidates.torch_model import (
     TorchCandidate,
+    build_model,
     load_torch_members,
     predict_logits,
     save_seed_bag,
     sigmoid,
 )
 from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
+from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
 from ontime.models.roles import Role, parameter_roles
 from ontime.spec import FeatureSpec, mask_optional, read_part
@@ -40,13 +46,22 @@ from ontime.training.train import arrays
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
 
-# The roles each strategy keeps fixed.
+# The roles each strategy keeps fixed (``adapter`` also the head, with ``adapter_head: false``).
 FROZEN_ROLES: dict[str, frozenset[Role]] = {
     "full": frozenset(),
     "head": frozenset({"embeddings", "blocks"}),
     "frozen_embeddings": frozenset({"embeddings"}),
     "discriminative": frozenset(),
+    "adapter": frozenset({"embeddings", "blocks"}),
 }
+
+
+def frozen_roles(cfg: FinetuneConfig) -> frozenset[Role]:
+    """The roles ``cfg.strategy`` keeps fixed."""
+    fixed = FROZEN_ROLES[cfg.strategy]
+    if cfg.strategy == "adapter" and not cfg.adapter_head:
+        fixed |= {"head"}
+    return fixed
 
 
 def lr_scales(cfg: FinetuneConfig) -> dict[Role, float]:
@@ -54,17 +69,66 @@ def lr_scales(cfg: FinetuneConfig) -> dict[Role, float]:
     if cfg.strategy != "discriminative":
         return {}
     decay = cfg.layer_lr_decay
-    return {"embeddings": decay**2, "blocks": decay, "head": 1.0}
+    return {"embeddings": decay**2, "blocks": decay, "adapters": 1.0, "head": 1.0}
 
 
 def apply_strategy(model: nn.Module, cfg: FinetuneConfig) -> dict[Role, float]:
     """Freeze the roles the strategy keeps fixed (every other parameter learns); return the
-    learning-rate scales by role."""
+    learning-rate scales by role.
+
+    Raises:
+        ValueError: strategy ``adapter`` on a network without adapters (add them with
+            `with_adapters` first).
+    """
     roles = parameter_roles(model)
-    fixed = FROZEN_ROLES[cfg.strategy]
+    if cfg.strategy == "adapter" and not roles.names["adapters"]:
+        raise ValueError(
+            f"strategy adapter: {type(model).__name__} has no adapters; build it with with_adapters()"
+        )
+    fixed = frozen_roles(cfg)
     for name, param in model.named_parameters():
         param.requires_grad_(roles.role_of(name) not in fixed)
     return lr_scales(cfg)
+
+
+def with_adapters(base: TorchCandidate, rank: int, *, seed_: int) -> TorchCandidate:
+    """``base`` with a residual adapter of width ``rank`` after each block (``models/adapters.py``).
+
+    The network is rebuilt from ``base``'s keyword arguments plus ``adapter_rank`` and given every
+    trained weight of ``base``; the adapters start as the identity (their up-projection is zero), so
+    the result predicts exactly as ``base`` does. The adapters' down-projections are drawn from
+    ``seed_`` (the same on every run and every rank).
+
+    Raises:
+        DataError: ``base`` has adapters already.
+        ValueError: the weights of ``base`` are not exactly those of the adapted network but its
+            adapters.
+    """
+    if base.kwargs.get("adapter_rank", 0):
+        raise DataError(
+            f"{base.name}: has adapters already (adapter_rank={base.kwargs['adapter_rank']}); "
+            "fine-tune the trained model (models/train) with strategy adapter instead"
+        )
+    kwargs = {**base.kwargs, "adapter_rank": rank}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_)
+        model = build_model(base.architecture, kwargs)
+    adapters = set(parameter_roles(model).names["adapters"])
+    loaded = model.load_state_dict(base.model.state_dict(), strict=False)
+    if loaded.unexpected_keys or set(loaded.missing_keys) != adapters:
+        raise ValueError(
+            f"{base.name}: the trained weights do not fit the adapted {base.architecture}: "
+            f"unexpected {sorted(loaded.unexpected_keys)}, missing besides the adapters "
+            f"{sorted(set(loaded.missing_keys) - adapters)}"
+        )
+    return TorchCandidate(
+        name=base.name,
+        model=model,
+        architecture=base.architecture,
+        kwargs=kwargs,
+        preprocessor=base.preprocessor,
+        batch_size=base.batch_size,
+    )
 
 
 def with_replay(recent: pl.DataFrame, older: pl.DataFrame, replay: float, seed_: int) -> pl.DataFrame:
@@ -93,10 +157,13 @@ def finetune(
 ) -> tuple[TorchCandidate, dict[str, Any]]:
     """Fine-tune ``base`` (its preprocessing unchanged) and return the best-epoch candidate; with
     ``cfg.refit_epochs``, that many more epochs on ``refit_df`` (the fine-tune rows plus the
-    validation rows), its answers for the validation rows kept from before them (``held_out``)."""
+    validation rows), its answers for the validation rows kept from before them (``held_out``).
+    Strategy ``adapter`` fine-tunes a copy of ``base`` with adapters (`with_adapters`); the others
+    fine-tune ``base.model`` itself."""
     tr = arrays(base.preprocessor, train_df, spec.target, where="finetune part")
     va = arrays(base.preprocessor, valid_df, spec.target, where="finetune_valid part")
-    model = base.model
+    start = with_adapters(base, cfg.adapter_rank, seed_=seed_) if cfg.strategy == "adapter" else base
+    model = start.model
     lr_scale = apply_strategy(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     opt_cfg = train_cfg.model_copy(  # train's loss, weight decay, augmentation, ...
@@ -142,19 +209,21 @@ def finetune(
     tuned = TorchCandidate(
         name="finetuned",
         model=model,
-        architecture=base.architecture,
-        kwargs=base.kwargs,
-        preprocessor=base.preprocessor,
+        architecture=start.architecture,
+        kwargs=start.kwargs,
+        preprocessor=start.preprocessor,
         held_out=held_out,
     )
     metrics = {
         "strategy": cfg.strategy,
+        **({"adapter_rank": cfg.adapter_rank} if cfg.strategy == "adapter" else {}),
         "best_epoch": result.best_epoch + 1,
         "epochs_run": result.epochs_run,
         "valid_roc_auc": round(result.best_roc_auc, 6),
         "train_rows": len(tr.y),
         "valid_rows": len(va.y),
         "trainable_parameters": trainable,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "refit_epochs": cfg.refit_epochs if held_out else 0,
     }
     return tuned, metrics
