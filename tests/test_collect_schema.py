@@ -81,7 +81,7 @@ def test_mixed_column_fails_via_cli_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_mixed_column_null_mode_makes_them_missing(
+def test_mixed_column_missing_mode_makes_them_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_csv(tmp_path, MIXED_HEADER, mixed_rows())
@@ -97,7 +97,7 @@ def test_mixed_column_null_mode_makes_them_missing(
     assert "column 'amount': 3 of its 30 value(s) are not numbers, for example 'abc', 'n/a'" in warnings[0]
 
 
-def test_mixed_column_null_mode_keeps_decimals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mixed_column_missing_mode_keeps_decimals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [(i, "?" if i == 3 else i / 4, i % 2) for i in range(20)]
     write_csv(tmp_path, "id,x,target", rows)
     run_collect(tmp_path, params(tmp_path, "data.mixed_types=missing"), monkeypatch)
