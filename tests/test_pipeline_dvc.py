@@ -122,9 +122,11 @@ def test_generic_table_through_dvc(repo: Path) -> None:
 
 def test_dvc_repro_whole_graph(smoke_repo: SmokeRepo) -> None:
     repo = smoke_repo.origin  # the whole graph ran there once for the session; read-only here
-    later = ("train", "finetune", "baseline", "ensemble", "evaluate", "select")
+    later = ("train", "finetune", "baseline", "linear", "ensemble", "evaluate", "select")
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"base", "finetuned", "lgbm_train", "lgbm_all", "ens_weighted", "ens_stacking"}
+    assert set(metrics) == {
+        "base", "finetuned", "lgbm_train", "lgbm_all", "linear", "ens_weighted", "ens_stacking",
+    }  # fmt: skip
     champion = json.loads((repo / "metrics/select.json").read_text())["champion"]
     card = json.loads((repo / "models/champion/model_card.json").read_text())
     assert card["champion"] == champion

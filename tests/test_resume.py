@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,15 @@ def test_ctrl_c_ends_with_one_line_and_a_rerun_resumes_to_the_same_files(
     assert [k for k in straight if resumed[k] != straight[k]] == []
 
 
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """Python's own Ctrl-C handler, as in a terminal: a pytest-xdist worker ignores SIGINT."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_sigint")
 def test_ctrl_c_while_a_checkpoint_is_written_keeps_that_epoch(
     data_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
