@@ -119,7 +119,12 @@ def test_resume_after_kill_gives_the_same_weights(data_run: Path, tmp_path: Path
 def test_ctrl_c_ends_with_one_line_and_the_same_command_resumes(data_run: Path, tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", [*TINY, "train.epochs=4", "train.patience=4"])
     args = [str(BIN / "ontime"), *train_args(data_run, tmp_path, params)]
-    proc = subprocess.Popen(args, env=env(), stderr=subprocess.PIPE, text=True)
+    # As from a terminal: Ctrl-C's default action in the child (a pytest-xdist worker ignores SIGINT,
+    # and an ignored signal stays ignored across exec)
+    proc = subprocess.Popen(
+        args, env=env(), stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     pointer = tmp_path / "ckpt/latest.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
