@@ -33,7 +33,7 @@ class Fixed:
         self.held_out = {} if held is None else {VALID_PART: held}
 
     def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
-        return np.where(df.get_column("y").to_numpy() == 1, 0.99, 0.01)[: df.height]
+        return np.where(df.get_column("y").to_numpy() == 1, 0.99, 0.01)
 
 
 def noisy(seed: int) -> np.ndarray:

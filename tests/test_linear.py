@@ -16,7 +16,7 @@ from ontime.config import PreprocessConfig, section
 from ontime.errors import ConfigError, DataError
 from ontime.evaluation import select
 from ontime.io import read_json, write_json
-from ontime.spec import FeatureSpec, mask_optional
+from ontime.spec import FeatureSpec, binary_labels, mask_optional
 from ontime.training.linear import (
     FITTING,
     LinearConfig,
@@ -24,7 +24,6 @@ from ontime.training.linear import (
     fit_linear,
     fit_logistic,
     fit_preprocessor,
-    labels,
     main,
     to_candidate,
     train_linear,
@@ -96,7 +95,7 @@ def test_predictions_equal_sklearns_on_the_same_design_matrix(
     rows: pl.DataFrame, parts: dict[str, pl.DataFrame]
 ) -> None:
     pre = fit_preprocessor(PRE, SPEC, rows, "rows")
-    model = fit_logistic(design_matrix(pre, rows), labels(rows, "label", "rows"), L2, SEED)
+    model = fit_logistic(design_matrix(pre, rows), binary_labels(rows, "label", "rows"), L2, SEED)
     cand = to_candidate(pre, model, L2, name="linear", trained_on=FITTING)
     scored = unseen(parts[VALID_PART])
     x = design_matrix(pre, scored)

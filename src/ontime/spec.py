@@ -104,3 +104,24 @@ def mask_optional(df: pl.DataFrame, spec: FeatureSpec, *, seed: int, part: str) 
     return df.with_columns(
         pl.when(pl.Series(hit[c])).then(None).otherwise(pl.col(c)).alias(c) for c in sorted(hit)
     )
+
+
+def binary_labels(
+    df: pl.DataFrame,
+    target: str,
+    where: str,
+    *,
+    needs: str = "a classifier",
+    fix: str = "widen split.windows",
+) -> np.ndarray:
+    """The 0/1 label of ``df`` as float64; a DataError naming ``where`` (and ``fix``) when there are no
+    rows, nulls or other values, or one class only (``needs`` says what needs both)."""
+    if df.height == 0:
+        raise DataError(f"{where}: no rows to train or validate on; widen split.windows")
+    y = df.get_column(target)
+    classes = y.drop_nulls().unique().sort().to_list()
+    if y.null_count() or not set(classes) <= {0, 1}:
+        raise DataError(f"{where}: label {target!r} must be 0/1 without nulls, got {classes}; re-run clean")
+    if len(classes) < 2:
+        raise DataError(f"{where}: every row has label {classes[0]}; {needs} needs both classes: {fix}")
+    return y.cast(pl.Float64).to_numpy()

@@ -68,7 +68,7 @@ from ontime.config import StrictModel, load_params, section
 from ontime.config import seed as read_seed
 from ontime.errors import ConfigError, DataError
 from ontime.io import atomic_outputs, write_json
-from ontime.spec import LABEL_SOURCE, FeatureSpec, read_part
+from ontime.spec import LABEL_SOURCE, FeatureSpec, binary_labels, read_part
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +134,6 @@ def rounded(obj: Any, digits: int = DIGITS) -> Any:
 
 def _rate(y: np.ndarray) -> float | None:
     return float(y.mean()) if y.size else None
-
-
-def labels(df: pl.DataFrame, target: str, where: str) -> np.ndarray:
-    """The 0/1 label as float64; both classes must occur."""
-    y = df.get_column(target)
-    classes = y.drop_nulls().unique().sort().to_list()
-    if y.null_count() or not set(classes) <= {0, 1}:
-        raise DataError(f"{where}: label {target!r} must be 0/1 without nulls, got {classes}; re-run clean")
-    if len(classes) < 2:
-        raise DataError(
-            f"{where}: every row has label {classes[0]}; the analysis needs both classes: widen split.windows"
-        )
-    return y.cast(pl.Float64).to_numpy()
 
 
 def numeric_values(df: pl.DataFrame, name: str) -> np.ndarray:
@@ -684,7 +671,7 @@ def analyze(
     df: pl.DataFrame, spec: FeatureSpec, cfg: AnalyzeConfig, seed: int, *, where: str
 ) -> dict[str, Any]:
     """The whole analysis of ``df`` (the train part) as a dict of plain (unrounded) values."""
-    y = labels(df, spec.target, where)
+    y = binary_labels(df, spec.target, where, needs="the analysis")
     base_rate = float(y.mean())
     folds = fold_ids(df.height, cfg.cv_folds, seed)
     kinds = {f["name"]: f for f in spec.features}

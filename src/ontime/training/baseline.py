@@ -41,9 +41,10 @@ from ontime.config import StrictModel, load_params, section
 from ontime.config import seed as read_seed
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
-from ontime.spec import FeatureSpec, mask_optional, read_part
+from ontime.spec import FeatureSpec, binary_labels, mask_optional, read_part
 
 log = logging.getLogger(__name__)
+FIX = "widen split.windows (or baseline.cv_folds for CV)"  # a part with one class
 
 FITTING = ("train", "train_valid", "finetune", "finetune_valid")  # parts some candidate fits on
 # name -> (parts it trains on, part it stops early on; the refit fits on both)
@@ -81,21 +82,6 @@ def fit_vocabularies(df: pl.DataFrame, categorical: Sequence[str]) -> dict[str, 
     return {c: df.get_column(c).cast(pl.String).drop_nulls().unique().sort().to_list() for c in categorical}
 
 
-def _labels(df: pl.DataFrame, target: str, where: str) -> np.ndarray:
-    if df.height == 0:
-        raise DataError(f"{where}: no rows to train or validate on; widen split.windows")
-    y = df.get_column(target)
-    classes = y.drop_nulls().unique().sort().to_list()
-    if y.null_count() or not set(classes) <= {0, 1}:
-        raise DataError(f"{where}: label {target!r} must be 0/1 without nulls, got {classes}; re-run clean")
-    if len(classes) < 2:
-        raise DataError(
-            f"{where}: every row has label {classes[0]}; a classifier needs both classes: "
-            "widen split.windows (or baseline.cv_folds for CV)"
-        )
-    return y.cast(pl.Float64).to_numpy()
-
-
 def fit_lightgbm(
     train: pl.DataFrame,
     valid: pl.DataFrame,
@@ -111,7 +97,7 @@ def fit_lightgbm(
 
     ``trained_on`` and ``valid_on`` name the rows, for error messages and ``candidate.json``.
     """
-    y_valid = _labels(valid, spec.target, f"validation rows ({valid_on})")
+    y_valid = binary_labels(valid, spec.target, f"validation rows ({valid_on})", fix=FIX)
     return _fit(train, spec, cfg, seed, name=name, trained_on=trained_on, valid=(valid, y_valid, valid_on))
 
 
@@ -158,7 +144,7 @@ def _fit(
 ) -> LightGBMCandidate:
     """One LightGBM fit: with ``valid`` (rows, labels, name), up to ``cfg.n_estimators`` trees and
     early stopping on it; without, exactly ``trees`` trees."""
-    y_train = _labels(train, spec.target, f"training rows ({'+'.join(trained_on)})")
+    y_train = binary_labels(train, spec.target, f"training rows ({'+'.join(trained_on)})", fix=FIX)
     vocabularies = fit_vocabularies(train, spec.categorical)
     x_train = encode(train, spec.numeric, spec.categorical, vocabularies)
     # The config's keys are LightGBM parameter names (min_child_samples is an alias of min_data_in_leaf).

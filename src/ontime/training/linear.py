@@ -41,7 +41,7 @@ from ontime.config import seed as read_seed
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
 from ontime.models.preprocess import Preprocessor
-from ontime.spec import FeatureSpec, mask_optional, read_part
+from ontime.spec import FeatureSpec, binary_labels, mask_optional, read_part
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +61,6 @@ class LinearConfig(StrictModel):
 
 
 # ------------------------------------------------------------------------------------------ fit ---
-def labels(df: pl.DataFrame, target: str, where: str) -> np.ndarray:
-    """The 0/1 labels of ``df`` as float64; a DataError naming ``where`` unless both classes occur."""
-    if df.height == 0:
-        raise DataError(f"{where}: no rows to train or validate on; widen split.windows")
-    y = df.get_column(target)
-    classes = y.drop_nulls().unique().sort().to_list()
-    if y.null_count() or not set(classes) <= {0, 1}:
-        raise DataError(f"{where}: label {target!r} must be 0/1 without nulls, got {classes}; re-run clean")
-    if len(classes) < 2:
-        raise DataError(
-            f"{where}: every row has label {classes[0]}; a classifier needs both classes: widen split.windows"
-        )
-    return y.cast(pl.Float64).to_numpy()
-
-
 def fit_preprocessor(
     cfg: PreprocessConfig, spec: FeatureSpec, rows: pl.DataFrame, where: str
 ) -> Preprocessor:
@@ -164,7 +149,7 @@ def fit_linear(
 ) -> LinearCandidate:
     """Fit the preprocessor and the logistic regression on ``rows``; ``trained_on`` names them."""
     where = f"training rows ({'+'.join(trained_on)})"
-    y = labels(rows, spec.target, where)
+    y = binary_labels(rows, spec.target, where)
     pre = fit_preprocessor(pre_cfg, spec, rows, where)
     model = fit_logistic(design_matrix(pre, rows), y, cfg, seed)
     return to_candidate(pre, model, cfg, name=name, trained_on=trained_on)
@@ -172,7 +157,7 @@ def fit_linear(
 
 def roc_auc(model: LinearCandidate, df: pl.DataFrame, target: str, where: str) -> tuple[float, np.ndarray]:
     """ROC AUC of ``model`` on ``df`` and its predictions (n,)."""
-    y = labels(df, target, where)
+    y = binary_labels(df, target, where)
     p = model.predict_proba(df)
     return float(roc_auc_score(y, p)), p
 
@@ -186,7 +171,7 @@ def train_linear(
     # Fitting rows with the optional groups blanked on a share of them (validation rows stay whole).
     fitting = {p: mask_optional(parts[p], spec, seed=seed, part=p) for p in (*FITTING, VALID_PART)}
     valid = parts[VALID_PART]
-    labels(valid, spec.target, f"validation rows ({VALID_PART})")
+    binary_labels(valid, spec.target, f"validation rows ({VALID_PART})")
     rows = pl.concat([fitting[p] for p in FITTING], how="vertical_relaxed")
     start = time.perf_counter()
     model = fit_linear(rows, spec, pre_cfg, cfg, seed, trained_on=FITTING)
