@@ -171,6 +171,7 @@ def smoke_repo(tmp_path_factory: pytest.TempPathFactory) -> SmokeRepo:
     out = sh("dvc", "repro")
     stages = yaml.safe_load((origin / "dvc.yaml").read_text())["stages"]
     assert all(f"Running stage '{stage}'" in out for stage in stages), out
+    assert "studies/dvc.yaml" not in out, "a plain `dvc repro` must not run the studies"
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "results")
     sh("dvc", "push", "--run-cache")

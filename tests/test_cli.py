@@ -18,8 +18,10 @@ from ontime import cli
 from ontime.errors import ConfigError, Interrupted
 from tests.conftest import REPO
 
-DVC_STAGES: dict[str, Any] = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-TABLE = {stage.name: stage for stage in cli.STAGES}
+MAIN_STAGES: dict[str, Any] = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+STUDY_STAGES: dict[str, Any] = yaml.safe_load((REPO / "studies/dvc.yaml").read_text())["stages"]
+DVC_STAGES = {**MAIN_STAGES, **STUDY_STAGES}
+TABLE = {stage.name: stage for stage in (*cli.STAGES, *cli.STUDIES)}
 # main's parameter for an option, where its name does not start as the option's does
 ALIASES = {("ensemble", "candidate"): "member_dirs"}
 
@@ -41,7 +43,10 @@ def main_params(module: str) -> tuple[list[str], int]:
 
 
 def test_the_table_has_exactly_the_dvc_stages() -> None:
-    assert list(TABLE) == list(DVC_STAGES), "cli.STAGES lists dvc.yaml's stages, in its order"
+    assert [s.name for s in cli.STAGES] == list(MAIN_STAGES), (
+        "cli.STAGES lists dvc.yaml's stages, in its order"
+    )
+    assert [s.name for s in cli.STUDIES] == list(STUDY_STAGES), "cli.STUDIES: studies/dvc.yaml's, in order"
 
 
 @pytest.mark.parametrize("stage", sorted(DVC_STAGES))

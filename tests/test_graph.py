@@ -16,12 +16,14 @@ import pytest
 import yaml
 
 from ontime.cli import STAGES as CLI_STAGES
+from ontime.cli import STUDIES as CLI_STUDIES
 from ontime.serving.package import bentofile_includes
 from tests.conftest import REPO
 
 SRC = REPO / "src"
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
-STAGES = DVC_YAML["stages"]
+# dvc.yaml's stages and the studies' (studies/dvc.yaml, run from the repository root: wdir ..)
+STAGES = {**DVC_YAML["stages"], **yaml.safe_load((REPO / "studies/dvc.yaml").read_text())["stages"]}
 
 
 def module_file(name: str) -> Path | None:
@@ -73,7 +75,7 @@ def runner_imports(command: str) -> set[str]:
         if isinstance(stmt, ast.ImportFrom | ast.Import)
         for n in imported(stmt, "ontime")
     }
-    return {*top, next(stage.module for stage in CLI_STAGES if stage.name == command)}
+    return {*top, next(stage.module for stage in (*CLI_STAGES, *CLI_STUDIES) if stage.name == command)}
 
 
 def covered(path: Path, deps: list[str]) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ontime.config import DataConfig, LabelConfig, section
+from ontime.config import DataConfig, section
 from ontime.errors import DataError
 from ontime.evaluation import select
 from ontime.evaluation.metrics import choose_threshold, classification_metrics, roc_auc
@@ -273,17 +273,6 @@ def test_label_definition_from_clean_label(run: Run) -> None:
         "positive_value": "-",
         "missing_positive": "true",
     }
-
-
-def test_label_definition_variants() -> None:
-    base = {"table": "t", "column": "c", "threshold": None, "missing_positive": False}
-    label = LabelConfig.model_validate({**base, "positive_value": "yes"})
-    text = select.label_definition(label, "label")
-    assert (
-        text == "`label` is 1 when `c` (table `t`) equals `yes`, else 0. Rows with no `c` value are dropped."
-    )
-    label = LabelConfig.model_validate({**base, "positive_value": None})
-    assert "itself (a 0/1 or boolean column)" in select.label_definition(label, "label")
 
 
 def test_data_windows_match_the_parts(run: Run) -> None:

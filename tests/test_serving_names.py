@@ -260,12 +260,20 @@ def test_the_probability_is_described_by_the_label() -> None:
         api = api_models(c.serve, request_model([]), c.clean.label)
         return str(api.prediction.model_json_schema()["properties"][c.serve.probability]["description"])
 
+    # the model card's words (LabelConfig.describe), after the same lead
     assert described([]) == (
-        "probability of the positive class (label: arr_delay >= 15; a missing arr_delay counts as positive)"
+        "probability of the positive class: `label` is 1 when `arr_delay` (table `flights`) >= 15, "
+        "else 0. Rows with no `arr_delay` value count as positive (1)."
     )
-    assert described(OWN) == "probability of the positive class (label: target is 1 or true)"
+    assert described(OWN) == (
+        "probability of the positive class: `label` is `target` (table `table`) itself (a 0/1 or "
+        "boolean column). Rows with no `target` value are dropped."
+    )
     male = described([*OWN, "clean.label.column=sex", "clean.label.positive_value=male"])
-    assert male == 'probability of the positive class (label: sex == "male")'
+    assert male == (
+        "probability of the positive class: `label` is 1 when `sex` (table `table`) equals `male`, "
+        "else 0. Rows with no `sex` value are dropped."
+    )
 
 
 @pytest.mark.parametrize(
@@ -523,6 +531,7 @@ def test_the_service_documents_its_own_names(service: tuple[Any, Path]) -> None:
     assert set(schemas["PredictRequest"]["properties"]) == {"records"}
     assert set(schemas["PredictOneRequest"]["properties"]) == {"record"}
     assert set(schemas["Prediction"]["properties"]) == {"probability", "positive", "model_version"}
-    assert "label: target is 1 or true" in schemas["Prediction"]["properties"]["probability"]["description"]
+    probability = schemas["Prediction"]["properties"]["probability"]["description"]
+    assert "`target` (table `table`) itself" in probability
     assert "flight" not in json.dumps(spec).lower()  # nothing of the default data's names
     assert "(loc: records, index)" in spec["paths"]["/predict"]["post"]["responses"]["422"]["description"]

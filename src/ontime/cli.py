@@ -277,6 +277,48 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 
+# The stages of studies/dvc.yaml, in its order: run by `dvc repro studies/dvc.yaml`, never by a plain
+# `dvc repro` (they retrain many models; src/ontime/studies/__init__.py).
+STUDIES: tuple[Stage, ...] = (
+    Stage(
+        "backtest",
+        "ontime.studies.backtest",
+        "Walk-forward backtest (params `backtest`): for each test month, train on the months before "
+        "the fine-tune window, fine-tune on the months just before (each strategy), fit LightGBM, the "
+        "linear model and the ensembles as their stages do, and score everything on the month; per "
+        "month and averaged.",
+        ("--features", "--out", "--metrics"),
+        helps={
+            "--out": "output folder: backtest.md (with fitting times) and points.json (the plot)",
+            "--metrics": "JSON: ROC AUC per month and model, means, fine-tuned minus base",
+        },
+        own={"--features": Arg("folder with features.parquet and spec.json")},
+    ),
+    Stage(
+        "strategies",
+        "ontime.studies.strategies",
+        "Fine-tune the trained model with every strategy of params `strategies.names` (the finetune "
+        "section otherwise) and compare finetune_valid and test ROC AUC, trainable parameters and time.",
+        ("--base", "--split", "--spec", "--out", "--metrics"),
+        helps={
+            "--out": "output folder: strategies.md (with fitting times) and points.json (the plot)",
+            "--metrics": "JSON: per strategy, ROC AUC, trainable parameters, epochs",
+        },
+        own={"--base": Arg("the trained model folder (from train)")},
+    ),
+    Stage(
+        "learning_curve",
+        "ontime.studies.learning_curve",
+        "Train the neural model and LightGBM on growing shares of the train part (params "
+        "`learning_curve.shares`, most recent rows kept) and score train_valid and the test window.",
+        ("--split", "--spec", "--out", "--metrics"),
+        helps={
+            "--out": "output folder: learning_curve.md (with fitting times) and points.json (the plot)",
+            "--metrics": "JSON: per share, rows and ROC AUC of both models",
+        },
+    ),
+)
+
 
 def _params(a: argparse.Namespace) -> None:
     from ontime import params
@@ -466,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     _add_params(sub)
-    for stage in STAGES:
+    for stage in (*STAGES, *STUDIES):
         _add_stage(sub, stage)
     _add_predict(sub)
     _add_monitor(sub)

@@ -111,6 +111,24 @@ class LabelConfig(StrictModel):
             raise ValueError("set threshold or positive_value, not both")
         return self
 
+    def describe(self, target: str) -> str:
+        """The label in words (Markdown), one text for the model card and the service's docs, e.g.
+        "`label` is 1 when `arr_delay` (table `flights`) >= 15, else 0. Rows with no `arr_delay`
+        value count as positive (1)." ``target``: the label column clean writes."""
+        source = f"`{self.column}` (table `{self.table}`)"
+        if self.threshold is not None:
+            t = self.threshold  # exact: 15, 0.5, 1234567.5 (never rounded to 6 digits)
+            number = str(int(t)) if float(t).is_integer() and abs(t) < 2**53 else repr(float(t))
+            rule = f"`{target}` is 1 when {source} >= {number}, else 0"
+        elif self.positive_value is not None:
+            v = self.positive_value  # a boolean as the YAML of conf/ writes it: true, false
+            value = str(v).lower() if isinstance(v, bool) else str(v)
+            rule = f"`{target}` is 1 when {source} equals `{value}`, else 0"
+        else:
+            rule = f"`{target}` is {source} itself (a 0/1 or boolean column)"
+        missing = "count as positive (1)" if self.missing_positive else "are dropped"
+        return f"{rule}. Rows with no `{self.column}` value {missing}."
+
 
 class CleanConfig(StrictModel):
     tables: dict[str, TableRules]

@@ -3,7 +3,8 @@
 ``compose`` is what ``dvc exp run -S key=value`` does (Hydra + ``OmegaConf.to_yaml``); ``overrides_for``
 goes the other way, from the values of a ``params.yaml`` to the ``-S`` overrides that give them back.
 A module of its own, apart from ``ontime.params`` (which validates every stage's section and so imports
-every stage): a stage that composes, such as tune, depends on this file and ``conf/`` only.
+every stage): a stage that composes, such as tune, depends on this file and the parts of ``conf/`` it
+composes (tune: ``conf/config.yaml`` and ``conf/data``, see dvc.yaml).
 """
 
 from __future__ import annotations

@@ -326,18 +326,6 @@ def caveats(
     return out
 
 
-def label_definition(label: LabelConfig, target: str) -> str:
-    source = f"`{label.column}` (table `{label.table}`)"
-    if label.threshold is not None:
-        rule = f"`{target}` is 1 when {source} >= {label.threshold:g}, else 0"
-    elif label.positive_value is not None:
-        rule = f"`{target}` is 1 when {source} equals `{label.positive_value}`, else 0"
-    else:
-        rule = f"`{target}` is {source} itself (a 0/1 or boolean column)"
-    missing = "count as positive (1)" if label.missing_positive else "are dropped"
-    return f"{rule}. Rows with no `{label.column}` value {missing}."
-
-
 def model_card(
     *,
     name: str,
@@ -381,7 +369,7 @@ def model_card(
         "description": data.description or NOT_DESCRIBED.format(key="description"),
         "intended_use": data.intended_use or NOT_DESCRIBED.format(key="intended_use"),
         "out_of_scope": data.out_of_scope or NOT_DESCRIBED.format(key="out_of_scope"),
-        "label": {**label.model_dump(), "target": target, "definition": label_definition(label, target)},
+        "label": {**label.model_dump(), "target": target, "definition": label.describe(target)},
         "windows": windows,
         "test_after_training": time_ordered,
         "model": model,

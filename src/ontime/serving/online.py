@@ -48,7 +48,6 @@ with them, :meth:`Scorer.predict` answers with them and ``ontime predict`` write
 from __future__ import annotations
 
 import datetime as dt
-import json
 import keyword
 import math
 import re
@@ -787,17 +786,6 @@ class ApiModels:
     one_prediction: type[BaseModel]  # <prediction> and request_id
 
 
-def label_text(label: LabelConfig) -> str:
-    """When a row is positive, in words: ``arr_delay >= 15; a missing arr_delay counts as positive``."""
-    if label.threshold is not None:
-        rule = f"{label.column} >= {_num(label.threshold)}"
-    elif label.positive_value is not None:
-        rule = f"{label.column} == {json.dumps(label.positive_value)}"
-    else:
-        rule = f"{label.column} is 1 or true"
-    return rule + (f"; a missing {label.column} counts as positive" if label.missing_positive else "")
-
-
 def api_models(
     serve: ServeConfig,
     record: type[BaseModel],
@@ -839,7 +827,7 @@ def api_models(
         __doc__="The body of POST /predict_one; unknown top-level keys are rejected.",
         **{one: (record, Field(description=f"the {one} to score", **shown_one))},  # type: ignore[call-overload]
     )
-    probability = f"probability of the positive class (label: {label_text(label)})"
+    probability = f"probability of the positive class: {label.describe(LABEL)}"
     prediction = create_model(
         "Prediction",
         **{  # type: ignore[call-overload]

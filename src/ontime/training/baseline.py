@@ -256,14 +256,11 @@ def cross_validate(window: pl.DataFrame, spec: FeatureSpec, cfg: BaselineConfig,
     }
 
 
-# ------------------------------------------------------------------------------------------ edge ---
-def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics_path: str) -> None:
-    """Train both candidates (and the CV when ``baseline.cv_folds`` > 0); write models and metrics."""
-    params = load_params(params_path)
-    cfg = section(params, "baseline", BaselineConfig, source=params_path)
-    seed = read_seed(params)
-    spec = FeatureSpec.load(spec_path)
-    parts = {p: read_part(split_dir, p, spec) for p in ("train", "train_valid", "finetune", "finetune_valid")}
+def train_baseline(
+    parts: dict[str, pl.DataFrame], spec: FeatureSpec, cfg: BaselineConfig, seed: int
+) -> tuple[dict[str, LightGBMCandidate], dict[str, Any]]:
+    """Both candidates (and the CV when ``cfg.cv_folds`` > 0) from the split parts (``FITTING``, as
+    ``read_part`` gives them); the models by name and the metrics."""
     # Fitting rows with the optional groups blanked on a share of them (validation rows stay whole).
     fitting = {p: mask_optional(parts[p], spec, seed=seed, part=p) for p in FITTING}
     metrics: dict[str, Any] = {}
@@ -300,6 +297,18 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
             log.info("baseline %s: refit with %d trees on %s (%d rows)", name, trees, on, rows.height)
             model = refit
         models[name] = model
+    return models, metrics
+
+
+# ------------------------------------------------------------------------------------------ edge ---
+def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics_path: str) -> None:
+    """Train both candidates (and the CV when ``baseline.cv_folds`` > 0); write models and metrics."""
+    params = load_params(params_path)
+    cfg = section(params, "baseline", BaselineConfig, source=params_path)
+    seed = read_seed(params)
+    spec = FeatureSpec.load(spec_path)
+    parts = {p: read_part(split_dir, p, spec) for p in FITTING}
+    models, metrics = train_baseline(parts, spec, cfg, seed)
     with atomic_outputs(out_dir, metrics_path) as (tmp_dir, tmp_metrics):
         tmp_dir.mkdir()
         for name, model in models.items():

@@ -229,6 +229,57 @@ def finetune(
     return tuned, metrics
 
 
+def finetune_members(
+    bases: list[TorchCandidate],
+    cfg: FinetuneConfig,
+    train_cfg: TrainConfig,
+    *,
+    spec: FeatureSpec,
+    parts: dict[str, pl.DataFrame],
+    seed_: int,
+    rt: Runtime,
+    checkpoint_dir: Path | None = None,
+    live_dir: Path | None = None,
+    fingerprint_: str = "",
+) -> tuple[list[TorchCandidate], dict[str, Any]]:
+    """Fine-tune each of ``bases`` (one model or a seed bag's members) on ``parts`` (``train``,
+    ``finetune`` and ``finetune_valid`` as ``read_part`` gives them): the fine-tune rows with
+    ``cfg.replay`` training rows mixed in and the optional groups masked; with ``cfg.refit_epochs``,
+    the refit adds the validation rows. The bases are changed in place unless the strategy is
+    ``adapter``. Without ``checkpoint_dir``, nothing is checkpointed (the backtest)."""
+    train_df = mask_optional(
+        with_replay(parts["finetune"], parts["train"], cfg.replay, seed_), spec, seed=seed_, part="finetune"
+    )
+    valid_df = parts[VALID_PART]
+    refit_df = None
+    if cfg.refit_epochs:
+        refit_df = pl.concat(
+            [train_df, mask_optional(valid_df, spec, seed=seed_, part=VALID_PART)], how="vertical_relaxed"
+        )
+    tuned_members, all_metrics = [], []
+    for k, base in enumerate(bases):
+        many = len(bases) > 1
+        tuned, metrics = finetune(
+            base,
+            cfg,
+            train_cfg,
+            spec=spec,
+            train_df=train_df,
+            valid_df=valid_df,
+            seed_=seed_,
+            rt=rt,
+            checkpoint_dir=None if checkpoint_dir is None else checkpoint_dir / (base.name if many else ""),
+            live_dir=live_dir if k == 0 else None,
+            fingerprint_=f"{fingerprint_}:{base.name}",
+            refit_df=refit_df,
+        )
+        tuned.name = base.name.replace("base", "finetuned", 1)
+        tuned_members.append(tuned)
+        all_metrics.append(metrics)
+    metrics = all_metrics[0] if len(bases) == 1 else {**all_metrics[0], "members": all_metrics}
+    return tuned_members, metrics
+
+
 def main(
     params_path: str,
     base_dir: str,
@@ -245,17 +296,7 @@ def main(
     spec = FeatureSpec.load(spec_path)
     base_path = Path(base_dir)
     bases = load_torch_members(base_path)  # one model, or each member of a seed bag
-    recent, older = read_part(split_dir, "finetune", spec), read_part(split_dir, "train", spec)
-    train_df = mask_optional(
-        with_replay(recent, older, cfg.replay, seed(params)), spec, seed=seed(params), part="finetune"
-    )
-    valid_df = read_part(split_dir, "finetune_valid", spec)
-    refit_df = None
-    if cfg.refit_epochs:
-        refit_df = pl.concat(
-            [train_df, mask_optional(valid_df, spec, seed=seed(params), part=VALID_PART)],
-            how="vertical_relaxed",
-        )
+    parts = {p: read_part(split_dir, p, spec) for p in ("train", "finetune", VALID_PART)}
     rt = setup_runtime(train_cfg.device, train_cfg.threads)
     fp = fingerprint(
         params={k: params.get(k) for k in ("finetune", "train", "seed")},
@@ -267,26 +308,18 @@ def main(
         world_size=rt.world_size,
     )
     try:
-        tuned_members, all_metrics = [], []
-        for k, base in enumerate(bases):
-            tuned, metrics = finetune(
-                base,
-                cfg,
-                train_cfg,
-                spec=spec,
-                train_df=train_df,
-                valid_df=valid_df,
-                seed_=seed(params),
-                rt=rt,
-                checkpoint_dir=Path(checkpoint_dir) / (base.name if len(bases) > 1 else ""),
-                live_dir=Path(live_dir) if k == 0 else None,
-                fingerprint_=f"{fp}:{base.name}",
-                refit_df=refit_df,
-            )
-            tuned.name = base.name.replace("base", "finetuned", 1)
-            tuned_members.append(tuned)
-            all_metrics.append(metrics)
-        metrics = all_metrics[0] if len(bases) == 1 else {**all_metrics[0], "members": all_metrics}
+        tuned_members, metrics = finetune_members(
+            bases,
+            cfg,
+            train_cfg,
+            spec=spec,
+            parts=parts,
+            seed_=seed(params),
+            rt=rt,
+            checkpoint_dir=Path(checkpoint_dir),
+            live_dir=Path(live_dir),
+            fingerprint_=fp,
+        )
         if rt.is_main:
             info = {
                 "trained_on": ["train", "finetune", *([VALID_PART] if cfg.refit_epochs else [])],

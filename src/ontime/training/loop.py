@@ -48,6 +48,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
 from ontime.candidates.torch_model import predict_logits, sigmoid, state_dict_cpu
@@ -208,7 +209,83 @@ def parameter_groups(
     ]
 
 
+def make_optimizer(
+    model: nn.Module,
+    cfg: TrainConfig,
+    lr_scale: Mapping[Role, float] | None = None,
+    *,
+    desc: str = "train",
+) -> torch.optim.AdamW:
+    """AdamW over ``parameter_groups``; each group's lr is ``cfg.lr`` times its ``lr_scale``.
+
+    That lr is the base a schedule (``make_schedule``) multiplies by its factor. Raises TrainingError
+    when no parameter is trainable."""
+    groups = parameter_groups(model, weight_decay=cfg.weight_decay, lr_scale=lr_scale)
+    if not groups:
+        raise TrainingError(f"{desc}: no trainable parameters (everything is frozen)")
+    return torch.optim.AdamW([{**g, "lr": cfg.lr * g["lr_scale"]} for g in groups], lr=cfg.lr)
+
+
+def make_schedule(
+    opt: torch.optim.Optimizer, *, total: int, warmup: int, min_ratio: float, start_step: int = 0
+) -> LambdaLR:
+    """``lr_factor`` (warm-up, then cosine) over ``total`` steps, as a scheduler stepped once per batch.
+
+    Each group's lr becomes its base lr times the factor of the step about to run: step
+    ``start_step`` right away (a resumed run picks up where the checkpointed one stopped), the next
+    after each ``schedule.step()``. The base lr is the group's ``initial_lr`` if an earlier schedule
+    set it, else its lr now."""
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+
+    def factor(step: int) -> float:
+        return lr_factor(step, total=total, warmup=warmup, min_ratio=min_ratio)
+
+    return LambdaLR(opt, factor, last_epoch=start_step - 1)
+
+
+def schedule_factor(schedule: LambdaLR) -> float:
+    """The factor of the step about to run (what the base lrs are multiplied by now)."""
+    return schedule.lr_lambdas[0](schedule.last_epoch)
+
+
 # -------------------------------------------------------------------------------- checkpoints ---
+@dataclass
+class TrainingState:
+    """Where a run stands after ``epoch`` (counted from 0): a checkpoint's ``state.json``.
+
+    ``best_epoch`` is -1 and ``best_roc_auc`` -inf until an epoch had a validation ROC AUC;
+    ``history`` holds one row per epoch run (``epoch``, ``train/loss``, ``valid/loss``,
+    ``valid/roc_auc``, ``lr``)."""
+
+    epoch: int
+    best_epoch: int
+    best_roc_auc: float
+    bad_epochs: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``state.json`` keys: epoch, best_epoch, best_roc_auc, bad_epochs, history."""
+        return {
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_roc_auc": self.best_roc_auc,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrainingState:
+        """What ``to_json`` wrote (raises KeyError for a missing key)."""
+        return cls(
+            epoch=int(data["epoch"]),
+            best_epoch=int(data["best_epoch"]),
+            best_roc_auc=float(data["best_roc_auc"]),
+            bad_epochs=int(data["bad_epochs"]),
+            history=[dict(row) for row in data["history"]],
+        )
+
+
 def _save_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     tensors = {}
     for idx, state in opt.state_dict()["state"].items():
@@ -228,13 +305,19 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
 
 
 class Checkpoints:
-    """``epoch-NNNN/`` folders and a ``latest.json`` pointer, each replaced atomically."""
+    """``epoch-NNNN/`` folders and a ``latest.json`` pointer, each replaced atomically.
+
+    A folder holds ``model.safetensors`` (the weights), ``best.safetensors`` (the best epoch's
+    weights), ``optimizer.safetensors`` (the optimizer's state tensors) and ``state.json``
+    (``TrainingState``); ``load`` restores what ``save`` wrote."""
 
     def __init__(self, folder: Path, fingerprint: str) -> None:
         self.folder = folder
         self.fingerprint = fingerprint
 
     def latest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest epoch's folder and its pointer, or None: no checkpoint, or one of another
+        fingerprint (logged)."""
         pointer = self.folder / "latest.json"
         if not pointer.is_file():
             return None
@@ -262,8 +345,9 @@ class Checkpoints:
         model: nn.Module,
         best: dict[str, torch.Tensor],
         opt: torch.optim.Optimizer,
-        state: dict[str, Any],
+        state: TrainingState,
     ) -> None:
+        """Write ``epoch``'s checkpoint, point ``latest.json`` at it and remove older epochs."""
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch:04d}"
         tmp = self.folder / f".{name}.tmp"
@@ -272,7 +356,7 @@ class Checkpoints:
         save_file(state_dict_cpu(model), str(tmp / "model.safetensors"))
         save_file(best, str(tmp / "best.safetensors"))
         save_file(_save_optimizer(opt), str(tmp / "optimizer.safetensors"))
-        write_json(tmp / "state.json", state)
+        write_json(tmp / "state.json", state.to_json())
         shutil.rmtree(self.folder / name, ignore_errors=True)
         tmp.rename(self.folder / name)
         pointer = self.folder / ".latest.json.tmp"
@@ -281,6 +365,19 @@ class Checkpoints:
         for old in self.folder.glob("epoch-*"):
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def load(
+        self, path: Path, *, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+    ) -> tuple[dict[str, torch.Tensor], TrainingState]:
+        """Restore the checkpoint in ``path`` (a folder ``latest`` returned): its weights into
+        ``model`` and its optimizer state into ``opt``, both on ``device``. Returns the best weights
+        (on the CPU) and the training state. ``model`` and ``opt`` must be built as when it was saved
+        (same parameters, same groups)."""
+        state = TrainingState.from_json(read_json(path / "state.json"))
+        model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
+        best = load_file(str(path / "best.safetensors"))
+        _load_optimizer(opt, load_file(str(path / "optimizer.safetensors"), device=str(device)))
+        return best, state
 
 
 # ------------------------------------------------------------------------------------- fitting ---
@@ -292,6 +389,121 @@ class FitResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs in a row whose score is not above the best by more than
+    ``min_delta`` (a NaN score never is). ``best_epoch`` is -1 and ``best`` -inf until one is."""
+
+    patience: int
+    min_delta: float = 1e-6
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record ``epoch``'s score; return whether it is the new best."""
+        if score > self.best + self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EarlyStopping:
+        """What ``to_json`` wrote (raises KeyError for a missing key)."""
+        return cls(
+            patience=int(data["patience"]),
+            min_delta=float(data["min_delta"]),
+            best=float(data["best"]),
+            best_epoch=int(data["best_epoch"]),
+            bad_epochs=int(data["bad_epochs"]),
+        )
+
+
+def train_one_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    schedule: LambdaLR,
+    criterion: nn.Module,
+    x_num: torch.Tensor,
+    x_cat: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epoch: int,
+    seed: int,
+    rt: Runtime,
+    cfg: TrainConfig,
+    n_scaled: int,
+    desc: str = "train",
+) -> tuple[float, float]:
+    """Train epoch ``epoch`` (counted from 0) of ``cfg.epochs``: one ``opt`` and ``schedule`` step a batch.
+
+    ``net`` is ``model`` or its DDP wrapper. Shapes: x_num (n, d_num) float32, x_cat (n, n_cat) int64,
+    y (n,) float32, all rows (this rank trains on its shard of the epoch's batch order). Torch is
+    reseeded from (seed, epoch), so the epoch is the same computation whenever it runs. ``train.l1``
+    applies to the groups with weight decay. Returns the mean training loss over this rank's rows
+    and the schedule's factor at the epoch's last step. Raises TrainingError when the loss is not
+    finite.
+    """
+    torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and augmentation of this epoch
+    gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
+    order = torch.randperm(len(y), generator=gen)[rt.rank :: rt.world_size]
+    per_rank_batch = _per_rank_batch(cfg, rt)
+    penalised = [p for g in opt.param_groups if g["decay"] for p in g["params"]]  # train.l1: as weight decay
+    net.train()
+    total_loss, seen, factor = 0.0, 0, schedule_factor(schedule)
+    batches = range(0, len(order), per_rank_batch)
+    with tqdm(  # closed (the line cleared) on Ctrl-C too, before the error's line
+        batches,
+        desc=f"{desc} epoch {epoch + 1} (up to {cfg.epochs})",
+        leave=False,
+        disable=None if rt.is_main else True,
+    ) as bar:
+        for i, start in enumerate(bar):
+            idx = order[start : start + per_rank_batch]
+            xn, xc = x_num[idx].to(rt.device), x_cat[idx].to(rt.device)
+            yb = y[idx].to(rt.device)
+            xn, xc = augment(xn, xc, n_scaled=n_scaled, noise_std=cfg.noise_std, mask_prob=cfg.mask_prob)
+            factor = schedule_factor(schedule)
+            loss = criterion(net(xn, xc), yb)
+            if cfg.l1 > 0:
+                loss = loss + cfg.l1 * sum(p.abs().sum() for p in penalised)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{desc}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+                    f"lower train.lr (now {cfg.lr}) or set train.grad_clip (now {cfg.grad_clip})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            schedule.step()
+            total_loss += loss.item() * len(idx)
+            seen += len(idx)
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+    return total_loss / max(seen, 1), factor
+
+
+def _per_rank_batch(cfg: TrainConfig, rt: Runtime) -> int:
+    return max(1, cfg.batch_size // rt.world_size)
 
 
 @contextlib.contextmanager
@@ -350,22 +562,14 @@ def fit(
         alpha=cfg.focal_alpha,
         label_smoothing=cfg.label_smoothing,
     ).to(rt.device)
-    groups = parameter_groups(model, weight_decay=cfg.weight_decay, lr_scale=lr_scale)
-    if not groups:
-        raise TrainingError(f"{desc}: no trainable parameters (everything is frozen)")
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    penalised = [p for g in groups if g["decay"] for p in g["params"]]  # train.l1: as weight decay
+    opt = make_optimizer(model, cfg, lr_scale, desc=desc)
     net: nn.Module = model
     if rt.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
         )
 
-    per_rank_batch = max(1, cfg.batch_size // rt.world_size)
-    steps_per_epoch = math.ceil(math.ceil(len(y) / rt.world_size) / per_rank_batch)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
-
+    steps_per_epoch = math.ceil(math.ceil(len(y) / rt.world_size) / _per_rank_batch(cfg, rt))
     ckpt = Checkpoints(checkpoint_dir, fingerprint) if checkpoint_dir is not None else None
     fresh = fresh_requested() if ckpt else False  # (a tune trial has no checkpoint to remove)
     log.info(
@@ -374,7 +578,7 @@ def fit(
         _plan(cfg),
         f"checkpoints in {checkpoint_dir} (an interrupted run resumes)" if ckpt else "no checkpoints",
     )
-    start_epoch, best_epoch, best_auc, bad_epochs = 0, -1, -math.inf, 0
+    start_epoch, stopper = 0, EarlyStopping(cfg.patience)
     best_state = state_dict_cpu(model)
     history: list[dict[str, float]] = []
     resumed_from = None
@@ -389,16 +593,13 @@ def fit(
             else f"removed the checkpoint of epoch {removed + 1} in {checkpoint_dir}",
         )
     found = ckpt.latest() if ckpt and not fresh else None
-    if found:
-        path, _ = found
-        state = read_json(path / "state.json")
-        model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(rt.device)))
-        best_state = load_file(str(path / "best.safetensors"))
-        _load_optimizer(opt, load_file(str(path / "optimizer.safetensors"), device=str(rt.device)))
-        start_epoch, best_epoch, best_auc = state["epoch"] + 1, state["best_epoch"], state["best_roc_auc"]
-        bad_epochs, history, resumed_from = state["bad_epochs"], state["history"], state["epoch"]
-        stopped_early = bad_epochs >= cfg.patience
-        if stopped_early:
+    if ckpt and found:
+        best_state, state = ckpt.load(found[0], model=model, opt=opt, device=rt.device)
+        start_epoch, history, resumed_from = state.epoch + 1, state.history, state.epoch
+        stopper = EarlyStopping(
+            cfg.patience, best=state.best_roc_auc, best_epoch=state.best_epoch, bad_epochs=state.bad_epochs
+        )
+        if stopper.should_stop:
             start_epoch = cfg.epochs  # the checkpointed run had already stopped early
         log.info(
             "%s: resuming after epoch %d (up to %d) from the checkpoint in %s: %s; "
@@ -410,11 +611,18 @@ def fit(
             f"continuing with epoch {start_epoch + 1}"
             if start_epoch < cfg.epochs
             else "that run had finished"
-            + (" (stopped early)" if stopped_early else "")
+            + (" (stopped early)" if stopper.should_stop else "")
             + ", no epoch is left to train",
             FRESH_ENV,
             desc,
         )
+    schedule = make_schedule(
+        opt,
+        total=steps_per_epoch * cfg.epochs,
+        warmup=int(cfg.warmup_epochs * steps_per_epoch),
+        min_ratio=cfg.min_lr_ratio,
+        start_step=start_epoch * steps_per_epoch,
+    )
 
     x_num, x_cat, y_t = (torch.from_numpy(a) for a in (train.x_num, train.x_cat, train.y))
     epoch = -1 if resumed_from is None else resumed_from  # the last epoch run, if no more runs
@@ -427,52 +635,26 @@ def fit(
             for epoch in range(start_epoch, cfg.epochs):
                 current = epoch
                 started = time.perf_counter()
-                torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and augmentation of this epoch
-                gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
-                order = torch.randperm(len(y), generator=gen)[rt.rank :: rt.world_size]
-                net.train()
-                total_loss, seen = 0.0, 0
-                batches = range(0, len(order), per_rank_batch)
-                with tqdm(  # closed (the line cleared) on Ctrl-C too, before the error's line
-                    batches,
-                    desc=f"{desc} epoch {epoch + 1} (up to {cfg.epochs})",
-                    leave=False,
-                    disable=None if rt.is_main else True,
-                ) as bar:
-                    for i, start in enumerate(bar):
-                        idx = order[start : start + per_rank_batch]
-                        xn, xc = x_num[idx].to(rt.device), x_cat[idx].to(rt.device)
-                        yb = y_t[idx].to(rt.device)
-                        xn, xc = augment(
-                            xn, xc, n_scaled=n_scaled, noise_std=cfg.noise_std, mask_prob=cfg.mask_prob
-                        )
-                        step = epoch * steps_per_epoch + i
-                        factor = lr_factor(
-                            step, total=total_steps, warmup=warmup_steps, min_ratio=cfg.min_lr_ratio
-                        )
-                        for group in opt.param_groups:
-                            group["lr"] = cfg.lr * factor * group["lr_scale"]
-                        loss = criterion(net(xn, xc), yb)
-                        if cfg.l1 > 0:
-                            loss = loss + cfg.l1 * sum(p.abs().sum() for p in penalised)
-                        if not torch.isfinite(loss):
-                            raise TrainingError(
-                                f"{desc}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
-                                f"lower train.lr (now {cfg.lr}) or set train.grad_clip (now {cfg.grad_clip})"
-                            )
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if cfg.grad_clip > 0:
-                            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                        opt.step()
-                        total_loss += loss.item() * len(idx)
-                        seen += len(idx)
-                        if i % 20 == 0:
-                            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+                train_loss, factor = train_one_epoch(
+                    net,
+                    model,
+                    opt,
+                    schedule,
+                    criterion,
+                    x_num,
+                    x_cat,
+                    y_t,
+                    epoch=epoch,
+                    seed=seed,
+                    rt=rt,
+                    cfg=cfg,
+                    n_scaled=n_scaled,
+                    desc=desc,
+                )
                 metrics = evaluate_arrays(model, valid, batch_size=cfg.eval_batch_size, device=rt.device)
                 row = {
                     "epoch": float(epoch),
-                    "train/loss": total_loss / max(seen, 1),
+                    "train/loss": train_loss,
                     "valid/loss": metrics["loss"],
                     "valid/roc_auc": metrics["roc_auc"],
                     "lr": cfg.lr * factor,
@@ -481,11 +663,8 @@ def fit(
                 _log_epoch(live, row)
                 if on_epoch is not None:
                     on_epoch(epoch, row)
-                if metrics["roc_auc"] > best_auc + 1e-6:
-                    best_auc, best_epoch, bad_epochs = metrics["roc_auc"], epoch, 0
+                if stopper.update(metrics["roc_auc"], epoch):
                     best_state = state_dict_cpu(model)
-                else:
-                    bad_epochs += 1
                 log.info(
                     "%s epoch %d (up to %d): train loss %.4f, valid loss %.4f, valid ROC AUC %.4f "
                     "(best %.4f) %.1fs",
@@ -495,23 +674,19 @@ def fit(
                     row["train/loss"],
                     metrics["loss"],
                     metrics["roc_auc"],
-                    best_auc,
+                    stopper.best,
                     time.perf_counter() - started,
                 )
                 if ckpt:
                     with _sigint_held():  # Ctrl-C now still leaves this epoch's checkpoint
                         if rt.is_main:
-                            state = {
-                                "epoch": epoch,
-                                "best_epoch": best_epoch,
-                                "best_roc_auc": best_auc,
-                                "bad_epochs": bad_epochs,
-                                "history": history,
-                            }
+                            state = TrainingState(
+                                epoch, stopper.best_epoch, stopper.best, stopper.bad_epochs, history
+                            )
                             ckpt.save(epoch, model=model, best=best_state, opt=opt, state=state)
                         saved = epoch
                 barrier(rt)
-                if bad_epochs >= cfg.patience:
+                if stopper.should_stop:
                     log.info(
                         "%s: early stop after epoch %d (up to %d): no better validation ROC AUC "
                         "for %d epochs",
@@ -530,11 +705,11 @@ def fit(
                 desc, epoch=current, saved=saved, epochs=cfg.epochs, folder=checkpoint_dir, fresh=fresh
             )
         ) from None
-    if best_epoch < 0:
+    if stopper.best_epoch < 0:
         raise TrainingError(
             f"{desc}: validation ROC AUC was never defined; does the validation part have both classes?"
         )
-    return FitResult(best_state, best_epoch, best_auc, epoch + 1, history, resumed_from)
+    return FitResult(best_state, stopper.best_epoch, stopper.best, epoch + 1, history, resumed_from)
 
 
 def _plan(cfg: TrainConfig) -> str:

@@ -126,6 +126,57 @@ def train(
     return candidate, metrics
 
 
+def train_members(
+    *,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    pre_cfg: PreprocessConfig,
+    seed_: int,
+    spec: FeatureSpec,
+    train_df: pl.DataFrame,
+    valid_df: pl.DataFrame,
+    rt: Runtime,
+    checkpoint_dir: Path | None = None,
+    live_dir: Path | None = None,
+    fingerprint_: str = "",
+) -> tuple[list[TorchCandidate], dict[str, Any]]:
+    """One model, or a bag of ``train.bagging_seeds`` models (seeds seed, seed+1, ...), and the
+    metrics (a bag's ``valid_roc_auc`` is its averaged prediction's). ``train_df`` is the fitting
+    rows as the stage prepares them (optional groups masked). Without ``checkpoint_dir``, nothing is
+    checkpointed (the backtest)."""
+    n = train_cfg.bagging_seeds
+    members, member_metrics = [], []
+    for k in range(n):
+        candidate, metrics = train(
+            model_cfg=model_cfg,
+            train_cfg=train_cfg,
+            pre_cfg=pre_cfg,
+            seed_=seed_ + k,
+            spec=spec,
+            train_df=train_df,
+            valid_df=valid_df,
+            rt=rt,
+            checkpoint_dir=None
+            if checkpoint_dir is None
+            else checkpoint_dir / (f"seed-{seed_ + k}" if n > 1 else ""),
+            live_dir=live_dir if k == 0 else None,  # curves of the first seed
+            fingerprint_=f"{fingerprint_}:{seed_ + k}",
+        )
+        candidate.name = f"base_seed{seed_ + k}" if n > 1 else "base"
+        members.append(candidate)
+        member_metrics.append(metrics)
+    metrics = member_metrics[0]
+    if n > 1:
+        probs = np.mean([m.predict_proba(valid_df) for m in members], axis=0)
+        metrics = {
+            **metrics,
+            "bagging_seeds": n,
+            "members_valid_roc_auc": [m["valid_roc_auc"] for m in member_metrics],
+            "valid_roc_auc": round(float(roc_auc_score(valid_df.get_column(spec.target), probs)), 6),
+        }
+    return members, metrics
+
+
 def main(
     params_path: str,
     split_dir: str,
@@ -150,35 +201,20 @@ def main(
         world_size=rt.world_size,
     )
     try:
-        # One model, or a bag of `train.bagging_seeds` models (seeds seed, seed+1, ...) averaged.
-        n = train_cfg.bagging_seeds
-        members, member_metrics = [], []
-        for k in range(n):
-            candidate, metrics = train(
-                model_cfg=model_cfg,
-                train_cfg=train_cfg,
-                pre_cfg=pre_cfg,
-                seed_=seed_ + k,
-                spec=spec,
-                train_df=train_df,
-                valid_df=valid_df,
-                rt=rt,
-                checkpoint_dir=Path(checkpoint_dir) / (f"seed-{seed_ + k}" if n > 1 else ""),
-                live_dir=Path(live_dir) if k == 0 else None,  # curves of the first seed
-                fingerprint_=f"{fp}:{seed_ + k}",
-            )
-            candidate.name = f"base_seed{seed_ + k}" if n > 1 else "base"
-            members.append(candidate)
-            member_metrics.append(metrics)
-        metrics = member_metrics[0]
-        if n > 1:
-            probs = np.mean([m.predict_proba(valid_df) for m in members], axis=0)
-            metrics = {
-                **metrics,
-                "bagging_seeds": n,
-                "members_valid_roc_auc": [m["valid_roc_auc"] for m in member_metrics],
-                "valid_roc_auc": round(float(roc_auc_score(valid_df.get_column(spec.target), probs)), 6),
-            }
+        members, metrics = train_members(
+            model_cfg=model_cfg,
+            train_cfg=train_cfg,
+            pre_cfg=pre_cfg,
+            seed_=seed_,
+            spec=spec,
+            train_df=train_df,
+            valid_df=valid_df,
+            rt=rt,
+            checkpoint_dir=Path(checkpoint_dir),
+            live_dir=Path(live_dir),
+            fingerprint_=fp,
+        )
+        n = len(members)
         if rt.is_main:
             info = {"trained_on": ["train"], "validated_on": "train_valid"}
             with atomic_outputs(out_dir, metrics_path) as (tmp, tmp_metrics):

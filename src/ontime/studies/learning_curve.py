@@ -1,0 +1,135 @@
+"""learning_curve: validation and test ROC AUC against the size of the training window.
+
+For each share of ``learning_curve.shares``, the most recent rows of the ``train`` part (that share
+of them; older rows are dropped, as a shorter history would) train the neural model
+(``train.train_members``, the params' ``model`` / ``train`` / ``preprocess``) and LightGBM as
+``lgbm_train`` is fitted (``baseline``: early stopping on ``train_valid``, then the refit when
+``baseline.refit``). Each is scored on ``train_valid`` (LightGBM: its fit before the refit) and on the
+test window. Writes ``metrics/learning_curve.json``, the points of the ``dvc plots`` plot and a
+Markdown table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import polars as pl
+from pydantic import Field, field_validator
+
+from ontime.config import (
+    PreprocessConfig,
+    StrictModel,
+    TrainConfig,
+    load_params,
+    model_section,
+    section,
+    seed,
+)
+from ontime.io import atomic_outputs, write_json
+from ontime.spec import FeatureSpec, binary_labels, mask_optional, read_part
+from ontime.studies import markdown_table, one, roc_auc
+from ontime.training.baseline import BaselineConfig, fit_lightgbm, refit_lightgbm
+from ontime.training.loop import setup_runtime
+from ontime.training.train import train_members
+
+log = logging.getLogger(__name__)
+
+
+class LearningCurveConfig(StrictModel):
+    """The ``learning_curve`` section of params.yaml."""
+
+    shares: list[float] = Field(min_length=1, description="shares of the train part, most recent rows kept")
+
+    @field_validator("shares")
+    @classmethod
+    def _shares(cls, shares: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in shares) or shares != sorted(set(shares)):
+            raise ValueError(f"{shares}: shares in (0, 1], each once, ascending (e.g. [0.1, 0.25, 0.5, 1.0])")
+        return shares
+
+
+def most_recent(df: pl.DataFrame, share: float, time_column: str | None) -> pl.DataFrame:
+    """The newest ``share`` of ``df``'s rows (at least one), in ``df``'s order; without a time
+    column, the last rows in file order."""
+    n = max(1, round(share * df.height))
+    if not time_column:
+        return df.tail(n)
+    keep = df.with_row_index("_row").sort(time_column, "_row").tail(n).get_column("_row")
+    return df.with_row_index("_row").filter(pl.col("_row").is_in(keep.implode())).drop("_row")
+
+
+def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics_path: str) -> None:
+    params = load_params(params_path)
+    cfg = section(params, "learning_curve", LearningCurveConfig, source=params_path)
+    train_cfg = section(params, "train", TrainConfig, source=params_path)
+    pre_cfg = section(params, "preprocess", PreprocessConfig, source=params_path)
+    lgbm_cfg = section(params, "baseline", BaselineConfig, source=params_path)
+    model_cfg = model_section(params, source=params_path)
+    seed_ = seed(params)
+    spec = FeatureSpec.load(spec_path)
+    train, valid, test = (read_part(split_dir, p, spec) for p in ("train", "train_valid", "test"))
+    y_valid = binary_labels(valid, spec.target, "validation rows (train_valid)")
+    y_test = binary_labels(test, spec.target, "test rows")
+    rt = setup_runtime(train_cfg.device, train_cfg.threads)
+    rows: list[dict[str, Any]] = []
+    seconds: list[dict[str, float]] = []
+    for share in cfg.shares:
+        part = most_recent(train, share, spec.time_column)
+        fitting = mask_optional(part, spec, seed=seed_, part="train")
+        started = time.perf_counter()
+        members, metrics = train_members(
+            model_cfg=model_cfg, train_cfg=train_cfg, pre_cfg=pre_cfg, seed_=seed_, spec=spec,
+            train_df=fitting, valid_df=valid, rt=rt,
+        )  # fmt: skip
+        neural = one("neural", members)
+        t_neural = time.perf_counter() - started
+        started = time.perf_counter()
+        first = fit_lightgbm(fitting, valid, spec, lgbm_cfg, seed_, name="lgbm_train")
+        lgbm = first
+        if lgbm_cfg.refit:
+            rows_all = pl.concat([fitting, valid], how="vertical_relaxed")
+            lgbm = refit_lightgbm(
+                rows_all, spec, lgbm_cfg, seed_, trees=first.best_iteration, name="lgbm_train",
+                trained_on=("train", "train_valid"),
+            )  # fmt: skip
+        t_lgbm = time.perf_counter() - started
+        row = {
+            "share": share,
+            "train_rows": part.height,
+            "first": str(part.get_column(spec.time_column).min()) if spec.time_column else None,
+            "neural": {
+                "valid_roc_auc": roc_auc(y_valid, neural.predict_proba(valid)),
+                "test_roc_auc": roc_auc(y_test, neural.predict_proba(test)),
+                "best_epoch": metrics["best_epoch"],
+            },
+            "lightgbm": {
+                "valid_roc_auc": roc_auc(y_valid, first.predict_proba(valid)),
+                "test_roc_auc": roc_auc(y_test, lgbm.predict_proba(test)),
+                "trees": first.best_iteration,
+            },
+        }
+        rows.append(row)
+        seconds.append({"neural": round(t_neural, 1), "lightgbm": round(t_lgbm, 1)})
+        log.info("learning curve %.0f%% (%d rows): %s", share * 100, part.height, row)
+    points = [
+        {"train_rows": r["train_rows"], "candidate": f"{model} {p}", "roc_auc": r[model][f"{p}_roc_auc"]}
+        for r in rows
+        for model in ("neural", "lightgbm")
+        for p in ("valid", "test")
+    ]
+    table = markdown_table(
+        ["share", "train rows", "from", "neural valid", "neural test", "LightGBM valid", "LightGBM test",
+         "neural s", "LightGBM s"],
+        [[f"{r['share']:.0%}", r["train_rows"], r["first"], r["neural"]["valid_roc_auc"],
+          r["neural"]["test_roc_auc"], r["lightgbm"]["valid_roc_auc"], r["lightgbm"]["test_roc_auc"],
+          f"{s['neural']:.0f}", f"{s['lightgbm']:.0f}"] for r, s in zip(rows, seconds, strict=True)],
+    )  # fmt: skip
+    markdown = "# Learning curve: ROC AUC against training rows (most recent kept)\n\n" + table
+    with atomic_outputs(out_dir, metrics_path) as (tmp_dir, tmp_metrics):
+        tmp_dir.mkdir()
+        (tmp_dir / "learning_curve.md").write_text(markdown)
+        write_json(tmp_metrics, {"shares": rows})  # no timings: the same inputs give the same file
+        write_json(tmp_dir / "points.json", points)
+    log.info("learning curve:\n%s", markdown)
