@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro check lint types test clean-venv
+.PHONY: install repro studies check lint types test clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(BIN)/.installed
 ## The main job: the whole DVC pipeline on the default data.
 repro: install
 	$(BIN)/dvc repro
+
+## The studies (studies/dvc.yaml: backtest, fine-tuning strategies, learning curve), after the main job.
+studies: install
+	$(BIN)/dvc repro studies/dvc.yaml
 
 ## Every check, in a fixed order: lint, format, types, tests.
 check: install lint types test
