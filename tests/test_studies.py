@@ -211,6 +211,11 @@ def test_learning_curve_grows_the_newest_rows(studied: Path) -> None:
     assert [s["share"] for s in shares] == [0.5, 1.0]
     assert [s["train_rows"] for s in shares] == [round(0.5 * train.height), train.height]
     assert shares[0]["first"] > shares[1]["first"]  # the half share starts later: newest rows kept
+    # the whole train part is the train stage's computation: the same model (deterministic training)
+    base = TorchCandidate.load(studied / "models/train")
+    test = pl.read_parquet(studied / "data/split/test.parquet")
+    auc = roc_auc_score(test.get_column("label"), base.predict_proba(test))
+    assert shares[1]["neural"]["test_roc_auc"] == pytest.approx(auc, abs=1e-6)
     for s in shares:
         for model in ("neural", "lightgbm"):
             assert 0.5 < s[model]["test_roc_auc"] < 1

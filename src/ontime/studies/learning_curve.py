@@ -4,13 +4,14 @@ For each share of ``learning_curve.shares``, the most recent rows of the ``train
 of them; older rows are dropped, as a shorter history would) train the neural model
 (``train.train_members``, the params' ``model`` / ``train`` / ``preprocess``) and LightGBM as
 ``lgbm_train`` is fitted (``baseline``: early stopping on ``train_valid``, then the refit when
-``baseline.refit``). Each is scored on ``train_valid`` (LightGBM: its fit before the refit) and on the
-test window. Writes ``metrics/learning_curve.json``, the points of the ``dvc plots`` plot and a
-Markdown table.
+``baseline.refit``), so the 100% share gives the train stage's model and ``lgbm_train`` again. Each
+is scored on ``train_valid`` (LightGBM: its fit before the refit) and on the test window. Writes
+``metrics/learning_curve.json``, the points of the ``dvc plots`` plot and a Markdown table.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from typing import Any
@@ -60,6 +61,11 @@ def most_recent(df: pl.DataFrame, share: float, time_column: str | None) -> pl.D
     return df.with_row_index("_row").filter(pl.col("_row").is_in(keep.implode())).drop("_row")
 
 
+def _day(value: object) -> str:
+    """A time as its date (YYYY-MM-DD) where it has one."""
+    return value.date().isoformat() if isinstance(value, dt.datetime) else str(value)
+
+
 def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics_path: str) -> None:
     params = load_params(params_path)
     cfg = section(params, "learning_curve", LearningCurveConfig, source=params_path)
@@ -89,7 +95,9 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
         first = fit_lightgbm(fitting, valid, spec, lgbm_cfg, seed_, name="lgbm_train")
         lgbm = first
         if lgbm_cfg.refit:
-            rows_all = pl.concat([fitting, valid], how="vertical_relaxed")
+            # as the baseline stage refits lgbm_train: its validation rows masked like fitting rows
+            masked_valid = mask_optional(valid, spec, seed=seed_, part="train_valid")
+            rows_all = pl.concat([fitting, masked_valid], how="vertical_relaxed")
             lgbm = refit_lightgbm(
                 rows_all, spec, lgbm_cfg, seed_, trees=first.best_iteration, name="lgbm_train",
                 trained_on=("train", "train_valid"),
@@ -98,7 +106,7 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
         row = {
             "share": share,
             "train_rows": part.height,
-            "first": str(part.get_column(spec.time_column).min()) if spec.time_column else None,
+            "first": _day(part.get_column(spec.time_column).min()) if spec.time_column else None,
             "neural": {
                 "valid_roc_auc": roc_auc(y_valid, neural.predict_proba(valid)),
                 "test_roc_auc": roc_auc(y_test, neural.predict_proba(test)),
