@@ -40,13 +40,18 @@ def test_dvc_repro_data_stages(smoke_repo: SmokeRepo) -> None:
     second = run(["dvc", "repro", "split"], repo)
     assert ran(second.stdout) == set(), second.stdout
     assert "up to date" in run(["dvc", "status", "split"], repo).stdout.lower()
-    # DVC metrics are model quality only (evaluate, select, report); a stage's own figures (rows,
-    # counts, windows) stay files beside them and do not crowd `dvc exp show`.
+    # DVC metrics are model quality only (evaluate, select, report, and the studies' ROC AUC from
+    # studies/dvc.yaml); a stage's own figures (rows, counts, windows) stay files beside them and do
+    # not crowd `dvc exp show`.
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     workspace = shown[""]["data"]
-    assert set(workspace) == {"metrics/evaluate.json", "metrics/select.json", "metrics/report.json"}, (
-        workspace
-    )
+    studies = {"metrics/backtest.json", "metrics/strategies.json", "metrics/learning_curve.json"}
+    assert set(workspace) == {
+        "metrics/evaluate.json",
+        "metrics/select.json",
+        "metrics/report.json",
+        *studies,
+    }, workspace
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert workspace["metrics/evaluate.json"]["data"] == evaluation
 

@@ -111,10 +111,11 @@ def test_markdown_table_cells() -> None:
 
 
 # ------------------------------------------------------------------------------ through DVC ---
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def studied(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git+DVC repo whose data stages ran (smoke profile, tiny model), then train and the three
-    studies through `dvc repro -s`."""
+    studies through `dvc repro -s`. Session scope: built once per worker even when pytest-xdist
+    interleaves other files' tests with these (a module fixture would be built again)."""
     root = copy_repo(tmp_path_factory.mktemp("studies") / "repo")
     write_params(root / "params.yaml", [*SHRUNK, *TINY])
     run_stages(root, root / "params.yaml")
