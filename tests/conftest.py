@@ -28,6 +28,7 @@ TORCH_CANDIDATES = "select.candidates=[base,finetuned,ens_weighted,ens_stacking]
 SMOKE_GRAPH = [*SHRUNK, *TINY, TORCH_CANDIDATES]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for ``pytest -n N --dist loadgroup`` (make test): a worker runs a whole group, so a
     session or module fixture is built once per group, not once per test. Tests on the smoke
@@ -36,6 +37,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         group = "smoke_repo" if "smoke_repo" in fixtures else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under ``--dist loadgroup`` pytest-xdist appends ``@group`` to each node id on the worker; if
+    it did not (a pytest it does not support), every worker would build every minutes-long fixture:
+    stop instead of running a suite twice as slow."""
+    if getattr(session.config.option, "loadgroup", False) and not all("@" in i.nodeid for i in session.items):
+        raise pytest.UsageError(
+            "pytest-xdist did not group the tests (--dist loadgroup): install the dev extra's "
+            f"pytest (pytest {pytest.__version__} is not supported): pip install -e '.[dev]'"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
