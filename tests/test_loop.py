@@ -323,3 +323,20 @@ def test_fit_logs_the_schedule_lr_and_resumes_to_the_same_result(
         straight.epochs_run,
     )
     assert same_tensors(resumed.best_state, straight.best_state)
+
+
+def test_stop_after_runs_exactly_those_epochs_without_early_stopping() -> None:
+    """fit(stop_after=k): the first k epochs of the cfg.epochs schedule, never stopped early."""
+    noise = arrays(128, 5)
+    noise = Arrays(
+        noise.x_num, noise.x_cat, np.random.default_rng(9).permutation(noise.y)
+    )  # nothing to learn
+    cfg = config(epochs=10, patience=1, warmup_epochs=0.0)
+    result = fit(
+        tiny_model(), train=noise, valid=arrays(64, 6), cfg=cfg, seed=1, rt=CPU, n_scaled=3,
+        checkpoint_dir=None, fingerprint="x", stop_after=4,
+    )  # fmt: skip
+    assert result.epochs_run == 4
+    assert len(result.history) == 4  # no early stop with patience 1, whatever validation does
+    # the 4th epoch's lr is the 10-epoch schedule's (a 4-epoch schedule would be at its minimum)
+    assert result.history[-1]["lr"] > cfg.lr * cfg.min_lr_ratio * 1.5

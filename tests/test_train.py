@@ -306,3 +306,30 @@ def test_bagging_over_seeds_averages_members(data_run: Path, tmp_path: Path) -> 
         "finetuned_seed43",
     ]
     assert tuned.predict_proba(test).shape == (test.height,)
+
+
+def test_refit_replays_the_chosen_epochs_on_train_plus_valid(data_run: Path, tmp_path: Path) -> None:
+    """train.refit: the same first fit (same metrics), then a model trained from the same initial
+    weights on train + train_valid for best_epoch epochs; that model is the candidate."""
+    import polars as pl
+
+    from ontime.candidates import load_candidate
+
+    common = [*TINY, "train.epochs=3", "train.patience=3"]
+    run_train(data_run, tmp_path / "plain", write_params(tmp_path / "a.yaml", common))
+    run_train(data_run, tmp_path / "refit", write_params(tmp_path / "b.yaml", [*common, "train.refit=true"]))
+    plain, refit = read_json(tmp_path / "plain/train.json"), read_json(tmp_path / "refit/train.json")
+    assert {k: v for k, v in refit.items() if k != "refit_rows"} == plain  # the first fit is the same
+    split = data_run / "data/split"
+    rows = (
+        pl.read_parquet(split / "train.parquet").height
+        + pl.read_parquet(split / "train_valid.parquet").height
+    )
+    assert refit["refit_rows"] == rows
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "refit")
+    assert any(not (a[k] == b[k]).all() for k in a)  # another model: it saw the validation days
+    info = read_json(tmp_path / "refit/model/candidate.json")
+    assert info["trained_on"] == ["train", "train_valid"]
+    test = pl.read_parquet(split / "test.parquet")
+    p = load_candidate(tmp_path / "refit/model").predict_proba(test)
+    assert ((p > 0) & (p < 1)).all()

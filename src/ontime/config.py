@@ -340,6 +340,11 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"]
     threads: int = Field(ge=1)
     bagging_seeds: int = Field(ge=1, description="models of seeds seed, seed+1, ... averaged")
+    refit: bool = Field(
+        default=False,
+        description="train only: once early stopping chose the epochs, train again from the same "
+        "initial weights on train + train_valid for those epochs, same schedule",
+    )
 
 
 class EvaluateConfig(StrictModel):

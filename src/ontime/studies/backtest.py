@@ -58,7 +58,7 @@ from ontime.training.ensemble import build as build_ensembles
 from ontime.training.finetune import finetune_members
 from ontime.training.linear import LinearConfig, train_linear
 from ontime.training.loop import Runtime, setup_runtime
-from ontime.training.train import train_members
+from ontime.training.train import refit_rows, train_members
 
 log = logging.getLogger(__name__)
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -144,15 +144,17 @@ def run_month(
     extra: dict[str, dict[str, Any]] = {}
 
     started = time.perf_counter()
+    fitting = mask_optional(parts["train"], spec, seed=seed_, part="train")
     bases, train_metrics = train_members(
         model_cfg=model_section(params, source=source),
         train_cfg=train_cfg,
         pre_cfg=pre_cfg,
         seed_=seed_,
         spec=spec,
-        train_df=mask_optional(parts["train"], spec, seed=seed_, part="train"),
+        train_df=fitting,
         valid_df=parts["train_valid"],
         rt=rt,
+        refit_df=refit_rows(train_cfg, fitting, parts["train_valid"], spec, seed_),
     )
     seconds["base"] = time.perf_counter() - started
     models["base"] = one("base", bases)

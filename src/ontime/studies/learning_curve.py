@@ -33,7 +33,7 @@ from ontime.spec import FeatureSpec, binary_labels, mask_optional, read_part
 from ontime.studies import markdown_table, one, roc_auc
 from ontime.training.baseline import BaselineConfig, fit_lightgbm, refit_lightgbm
 from ontime.training.loop import setup_runtime
-from ontime.training.train import train_members
+from ontime.training.train import refit_rows, train_members
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
         members, metrics = train_members(
             model_cfg=model_cfg, train_cfg=train_cfg, pre_cfg=pre_cfg, seed_=seed_, spec=spec,
             train_df=fitting, valid_df=valid, rt=rt,
+            refit_df=refit_rows(train_cfg, fitting, valid, spec, seed_),
         )  # fmt: skip
         neural = one("neural", members)
         t_neural = time.perf_counter() - started
@@ -108,7 +109,7 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
             "train_rows": part.height,
             "first": _day(part.get_column(spec.time_column).min()) if spec.time_column else None,
             "neural": {
-                "valid_roc_auc": roc_auc(y_valid, neural.predict_proba(valid)),
+                "valid_roc_auc": metrics["valid_roc_auc"],  # before any refit on these rows
                 "test_roc_auc": roc_auc(y_test, neural.predict_proba(test)),
                 "best_epoch": metrics["best_epoch"],
             },

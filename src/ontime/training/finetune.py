@@ -322,7 +322,12 @@ def main(
         )
         if rt.is_main:
             info = {
-                "trained_on": ["train", "finetune", *([VALID_PART] if cfg.refit_epochs else [])],
+                "trained_on": [
+                    "train",
+                    *(["train_valid"] if train_cfg.refit else []),  # the base model's refit
+                    "finetune",
+                    *([VALID_PART] if cfg.refit_epochs else []),
+                ],
                 "validated_on": "finetune_valid",
                 "strategy": cfg.strategy,
             }

@@ -544,11 +544,14 @@ def fit(
     lr_scale: Mapping[Role, float] | None = None,
     desc: str = "train",
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    stop_after: int | None = None,
 ) -> FitResult:
     """Train ``model`` with AdamW, warm-up + cosine schedule, early stopping on validation ROC AUC.
 
     ``on_epoch(epoch, row)`` is called after each epoch's validation (``row`` holds ``valid/roc_auc``
-    and the losses); it may raise to stop the run (hyperparameter search pruning).
+    and the losses); it may raise to stop the run (hyperparameter search pruning). ``stop_after``:
+    run only the first that many epochs of the ``cfg.epochs`` schedule and never stop early (a refit
+    replaying the epochs an earlier run chose); the model then holds the last epoch's weights.
     """
     model.to(rt.device)
     y = train.y
@@ -575,7 +578,9 @@ def fit(
     log.info(
         "%s: %s; %s",
         desc,
-        _plan(cfg),
+        _plan(cfg)
+        if stop_after is None
+        else f"the first {stop_after} epochs of the {cfg.epochs}-epoch schedule, no early stopping",
         f"checkpoints in {checkpoint_dir} (an interrupted run resumes)" if ckpt else "no checkpoints",
     )
     start_epoch, stopper = 0, EarlyStopping(cfg.patience)
@@ -632,7 +637,8 @@ def fit(
         with _live(live_dir, rt) as live:
             for row in history:  # a resumed run rebuilds its curves from the checkpoint
                 _log_epoch(live, row)
-            for epoch in range(start_epoch, cfg.epochs):
+            last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+            for epoch in range(start_epoch, last):
                 current = epoch
                 started = time.perf_counter()
                 train_loss, factor = train_one_epoch(
@@ -686,7 +692,7 @@ def fit(
                             ckpt.save(epoch, model=model, best=best_state, opt=opt, state=state)
                         saved = epoch
                 barrier(rt)
-                if stopper.should_stop:
+                if stopper.should_stop and stop_after is None:
                     log.info(
                         "%s: early stop after epoch %d (up to %d): no better validation ROC AUC "
                         "for %d epochs",

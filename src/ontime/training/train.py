@@ -87,8 +87,13 @@ def train(
     live_dir: Path | None,
     fingerprint_: str,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    refit_df: pl.DataFrame | None = None,
 ) -> tuple[TorchCandidate, dict[str, Any]]:
-    """Fit preprocessing and the model; return the best-epoch candidate and its metrics."""
+    """Fit preprocessing and the model; return the best-epoch candidate and its metrics. With
+    ``train_cfg.refit`` and ``refit_df`` (the training rows plus the validation rows), the model is
+    then trained again from the same initial weights on ``refit_df`` for the epochs early stopping
+    chose (the first ``best_epoch + 1`` of the same schedule; preprocessing stays the train part's),
+    and that model is the candidate; its metrics stay the first fit's."""
     pre = fit_preprocessor(pre_cfg, spec, train_df)
     tr = arrays(pre, train_df, spec.target, where="train part")
     va = arrays(pre, valid_df, spec.target, where="train_valid part")
@@ -110,6 +115,18 @@ def train(
         on_epoch=on_epoch,
     )
     model.to("cpu").load_state_dict(result.best_state)
+    refit_rows = 0
+    if train_cfg.refit and refit_df is not None:
+        more = arrays(pre, refit_df, spec.target, where="train + train_valid parts")
+        torch.manual_seed(seed_)  # the first fit's initial weights
+        model = build_model(model_cfg.name, kwargs)
+        fit(
+            model, train=more, valid=va, cfg=train_cfg, seed=seed_, rt=rt, n_scaled=len(spec.numeric),
+            checkpoint_dir=None, fingerprint=f"{fingerprint_}:refit", desc="refit",
+            stop_after=result.best_epoch + 1,
+        )  # fmt: skip
+        model.to("cpu")  # the last epoch's weights: the validation rows are training rows now
+        refit_rows = len(more.y)
     candidate = TorchCandidate(
         name="base", model=model, architecture=model_cfg.name, kwargs=kwargs, preprocessor=pre
     )
@@ -122,6 +139,7 @@ def train(
         "valid_rows": len(va.y),
         "parameters": sum(p.numel() for p in model.parameters()),
         "processes": rt.world_size,
+        **({"refit_rows": refit_rows} if refit_rows else {}),
     }
     return candidate, metrics
 
@@ -139,6 +157,7 @@ def train_members(
     checkpoint_dir: Path | None = None,
     live_dir: Path | None = None,
     fingerprint_: str = "",
+    refit_df: pl.DataFrame | None = None,
 ) -> tuple[list[TorchCandidate], dict[str, Any]]:
     """One model, or a bag of ``train.bagging_seeds`` models (seeds seed, seed+1, ...), and the
     metrics (a bag's ``valid_roc_auc`` is its averaged prediction's). ``train_df`` is the fitting
@@ -161,6 +180,7 @@ def train_members(
             else checkpoint_dir / (f"seed-{seed_ + k}" if n > 1 else ""),
             live_dir=live_dir if k == 0 else None,  # curves of the first seed
             fingerprint_=f"{fingerprint_}:{seed_ + k}",
+            refit_df=refit_df,
         )
         candidate.name = f"base_seed{seed_ + k}" if n > 1 else "base"
         members.append(candidate)
@@ -175,6 +195,17 @@ def train_members(
             "valid_roc_auc": round(float(roc_auc_score(valid_df.get_column(spec.target), probs)), 6),
         }
     return members, metrics
+
+
+def refit_rows(
+    train_cfg: TrainConfig, train_df: pl.DataFrame, valid_df: pl.DataFrame, spec: FeatureSpec, seed_: int
+) -> pl.DataFrame | None:
+    """The rows ``train.refit`` trains on: the fitting rows (as given) plus the validation rows with
+    the optional groups masked as fitting rows are; None without ``train.refit``."""
+    if not train_cfg.refit:
+        return None
+    masked = mask_optional(valid_df, spec, seed=seed_, part="train_valid")
+    return pl.concat([train_df, masked], how="vertical_relaxed")
 
 
 def main(
@@ -194,6 +225,7 @@ def main(
     spec = FeatureSpec.load(spec_path)
     train_df = mask_optional(read_part(split_dir, "train", spec), spec, seed=seed_, part="train")
     valid_df = read_part(split_dir, "train_valid", spec)
+    refit_df = refit_rows(train_cfg, train_df, valid_df, spec, seed_)
     rt = setup_runtime(train_cfg.device, train_cfg.threads)
     fp = fingerprint(
         params={k: params.get(k) for k in ("model", "train", "preprocess", "seed")},
@@ -213,10 +245,14 @@ def main(
             checkpoint_dir=Path(checkpoint_dir),
             live_dir=Path(live_dir),
             fingerprint_=fp,
+            refit_df=refit_df,
         )
         n = len(members)
         if rt.is_main:
-            info = {"trained_on": ["train"], "validated_on": "train_valid"}
+            info = {
+                "trained_on": ["train", *(["train_valid"] if train_cfg.refit else [])],
+                "validated_on": "train_valid",
+            }
             with atomic_outputs(out_dir, metrics_path) as (tmp, tmp_metrics):
                 if n == 1:
                     members[0].save(tmp, **info)
