@@ -68,7 +68,9 @@ def test_refit_epochs_train_on_the_validation_rows_and_keep_honest_answers_for_t
     refit = run_finetune(data_run, trained, tmp_path / "refit", "full", "finetune.refit_epochs=1")
     assert any(not torch.equal(plain[k], refit[k]) for k in plain)  # one more epoch moved the weights
     info = read_json(tmp_path / "refit/model/candidate.json")
-    assert info["trained_on"] == ["train", "finetune", "finetune_valid"]
+    # the trained model's rows (train.refit: train + train_valid), then the fine-tune rows
+    assert read_json(trained / "candidate.json")["trained_on"] == ["train", "train_valid"]
+    assert info["trained_on"] == ["train", "train_valid", "finetune", "finetune_valid"]
     assert info["held_out"] == ["finetune_valid"]
     assert read_json(tmp_path / "refit/finetune.json")["refit_epochs"] == 1
     spec = FeatureSpec.load(data_run / "data/features/spec.json")

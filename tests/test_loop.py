@@ -215,15 +215,6 @@ def test_early_stopping_needs_more_than_min_delta_and_stops_after_patience() -> 
     assert EarlyStopping(patience=1).min_delta == 1e-6  # the loop's rule
 
 
-@pytest.mark.parametrize("best", [0.75, -math.inf])
-def test_early_stopping_json_round_trip(best: float) -> None:
-    stop = EarlyStopping(patience=4, min_delta=1e-4, best=best, best_epoch=2, bad_epochs=3)
-    back = EarlyStopping.from_json(json.loads(json.dumps(stop.to_json())))
-    assert back == stop
-    assert back.update(0.75 + 5e-5, 5) is (best == -math.inf)  # and it goes on from there
-    assert back.should_stop is (best != -math.inf)  # a fourth bad epoch
-
-
 # --- training state ---------------------------------------------------------------------------------
 def test_training_state_json_is_the_old_state_dict() -> None:
     history = [{"epoch": 0.0, "lr": 0.001, "train/loss": 0.6, "valid/loss": 0.5, "valid/roc_auc": 0.7}]

@@ -286,6 +286,12 @@ def test_bagging_over_seeds_averages_members(data_run: Path, tmp_path: Path) -> 
     p = [m.predict_proba(test) for m in members]
     assert not np.allclose(p[0], p[1])  # different seeds, different models
     assert np.allclose(bag.predict_proba(test), (p[0] + p[1]) / 2)
+    # the studies' in-memory bag of the same members is the saved bag
+    from ontime.studies import one
+
+    in_memory = one("bag", members)
+    assert in_memory.name == "bag"
+    assert np.array_equal(in_memory.predict_proba(test), bag.predict_proba(test))
     metrics = read_json(tmp_path / "train.json")
     assert metrics["bagging_seeds"] == 2
     assert len(metrics["members_valid_roc_auc"]) == 2
@@ -316,7 +322,7 @@ def test_refit_replays_the_chosen_epochs_on_train_plus_valid(data_run: Path, tmp
     from ontime.candidates import load_candidate
 
     common = [*TINY, "train.epochs=3", "train.patience=3"]
-    run_train(data_run, tmp_path / "plain", write_params(tmp_path / "a.yaml", common))
+    run_train(data_run, tmp_path / "plain", write_params(tmp_path / "a.yaml", [*common, "train.refit=false"]))
     run_train(data_run, tmp_path / "refit", write_params(tmp_path / "b.yaml", [*common, "train.refit=true"]))
     plain, refit = read_json(tmp_path / "plain/train.json"), read_json(tmp_path / "refit/train.json")
     assert {k: v for k, v in refit.items() if k != "refit_rows"} == plain  # the first fit is the same

@@ -341,9 +341,9 @@ class TrainConfig(StrictModel):
     threads: int = Field(ge=1)
     bagging_seeds: int = Field(ge=1, description="models of seeds seed, seed+1, ... averaged")
     refit: bool = Field(
-        default=False,
-        description="train only: once early stopping chose the epochs, train again from the same "
-        "initial weights on train + train_valid for those epochs, same schedule",
+        default=True,
+        description="once early stopping chose the epochs, train again from the same initial weights "
+        "on train + train_valid for those epochs, same schedule (the validation score stays the first fit's)",
     )
 
 

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ontime.candidates import load_held_out, save_held_out, write_candidate_info
+from ontime.candidates.ensemble_model import EnsembleCandidate
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 from ontime.models.ft_transformer import FTTransformer
@@ -124,13 +125,27 @@ def save_seed_bag(folder: Path, *, name: str, members: list[TorchCandidate], **i
         folder / "combiner.json",
         {"method": "weighted", "members": [m.name for m in members], "weights": [1.0 / n] * n},
     )
-    held = {  # the bag's held-out predictions: the average of its members', as it predicts
+    save_held_out(folder, bag_held_out(members))
+    write_candidate_info(folder, kind="ensemble", name=name, method="weighted", bagging_seeds=n, **info)
+
+
+def bag_held_out(members: list[TorchCandidate]) -> dict[str, np.ndarray]:
+    """A bag's held-out predictions: the average of its members' (as it predicts), per part all have."""
+    return {
         part: np.mean([m.held_out[part] for m in members], axis=0)
         for part in members[0].held_out
         if all(part in m.held_out for m in members)
     }
-    save_held_out(folder, held)
-    write_candidate_info(folder, kind="ensemble", name=name, method="weighted", bagging_seeds=n, **info)
+
+
+def seed_bag(name: str, members: list[TorchCandidate]) -> EnsembleCandidate:
+    """In memory, the candidate ``save_seed_bag`` writes: the members' equally weighted average."""
+    n = len(members)
+    bag = EnsembleCandidate(
+        name=name, method="weighted", members=list(members), state={"weights": [1.0 / n] * n}
+    )
+    bag.held_out = bag_held_out(members)
+    return bag
 
 
 def load_torch_members(folder: str | Path) -> list[TorchCandidate]:

@@ -16,13 +16,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import polars as pl
 from sklearn.metrics import roc_auc_score
 
 from ontime.candidates import Candidate
+from ontime.candidates.torch_model import TorchCandidate, seed_bag
 from ontime.training.finetune import FROZEN_ROLES
 
 STRATEGIES = tuple(FROZEN_ROLES)  # the fine-tune strategies
+
+
+def check_strategies(names: list[str]) -> list[str]:
+    """``names`` when each is a fine-tune strategy (a config validator's check)."""
+    bad = [s for s in names if s not in STRATEGIES]
+    if bad:
+        raise ValueError(f"{bad}: not a fine-tune strategy; use {', '.join(STRATEGIES)}")
+    return names
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -48,21 +56,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Averaged:
-    """A seed bag in memory: the members' mean probability (and mean held-out answers)."""
-
-    def __init__(self, name: str, members: list[Any]) -> None:
-        self.name, self.members = name, members
-        parts = set.intersection(*(set(getattr(m, "held_out", {})) for m in members))
-        self.held_out = {p: np.mean([m.held_out[p] for m in members], axis=0) for p in sorted(parts)}
-
-    def predict_proba(self, df: pl.DataFrame) -> np.ndarray:
-        return np.asarray(np.mean([m.predict_proba(df) for m in self.members], axis=0))
-
-
-def one(name: str, members: list[Any]) -> Candidate:
+def one(name: str, members: list[TorchCandidate]) -> Candidate:
     """``members`` (one model, or a seed bag's) as one candidate named ``name``."""
     if len(members) == 1:
         members[0].name = name
         return members[0]
-    return Averaged(name, members)
+    return seed_bag(name, members)

@@ -52,7 +52,7 @@ from ontime.data.split import split
 from ontime.errors import ConfigError, DataError
 from ontime.io import atomic_outputs, read_json, write_json
 from ontime.spec import FeatureSpec, binary_labels, mask_optional
-from ontime.studies import STRATEGIES, markdown_table, one, roc_auc
+from ontime.studies import check_strategies, markdown_table, one, roc_auc
 from ontime.training.baseline import BaselineConfig, train_baseline
 from ontime.training.ensemble import build as build_ensembles
 from ontime.training.finetune import finetune_members
@@ -79,10 +79,7 @@ class BacktestConfig(StrictModel):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, strategies: list[str]) -> list[str]:
-        bad = [s for s in strategies if s not in STRATEGIES]
-        if bad:
-            raise ValueError(f"{bad}: not a fine-tune strategy; use {', '.join(STRATEGIES)}")
-        return strategies
+        return check_strategies(strategies)
 
     @field_validator("test_months")
     @classmethod

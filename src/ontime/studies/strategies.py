@@ -22,7 +22,7 @@ from ontime.candidates.torch_model import load_torch_members
 from ontime.config import FinetuneConfig, StrictModel, TrainConfig, load_params, section, seed
 from ontime.io import atomic_outputs, write_json
 from ontime.spec import FeatureSpec, binary_labels, read_part
-from ontime.studies import STRATEGIES, markdown_table, one, roc_auc
+from ontime.studies import check_strategies, markdown_table, one, roc_auc
 from ontime.training.finetune import finetune_members
 from ontime.training.loop import setup_runtime
 
@@ -37,9 +37,7 @@ class StrategiesConfig(StrictModel):
     @field_validator("names")
     @classmethod
     def _names(cls, names: list[str]) -> list[str]:
-        bad = [s for s in names if s not in STRATEGIES]
-        if bad:
-            raise ValueError(f"{bad}: not a fine-tune strategy; use {', '.join(STRATEGIES)}")
+        check_strategies(names)
         if len(set(names)) != len(names):
             raise ValueError(f"{names}: list each strategy once")
         return names

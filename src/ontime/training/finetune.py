@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ontime.candidates import VALID_PART
+from ontime.candidates import CANDIDATE_FILE, VALID_PART
 from ontime.candidates.torch_model import (
     TorchCandidate,
     build_model,
@@ -37,7 +37,7 @@ from ontime.candidates.torch_model import (
 )
 from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
 from ontime.errors import DataError
-from ontime.io import atomic_outputs, write_json
+from ontime.io import atomic_outputs, read_json, write_json
 from ontime.models.roles import Role, parameter_roles
 from ontime.spec import FeatureSpec, mask_optional, read_part
 from ontime.training.loop import Runtime, barrier, fingerprint, fit, setup_runtime
@@ -296,6 +296,7 @@ def main(
     spec = FeatureSpec.load(spec_path)
     base_path = Path(base_dir)
     bases = load_torch_members(base_path)  # one model, or each member of a seed bag
+    base_parts = read_json(base_path / CANDIDATE_FILE).get("trained_on") or ["train"]
     parts = {p: read_part(split_dir, p, spec) for p in ("train", "finetune", VALID_PART)}
     rt = setup_runtime(train_cfg.device, train_cfg.threads)
     fp = fingerprint(
@@ -323,8 +324,7 @@ def main(
         if rt.is_main:
             info = {
                 "trained_on": [
-                    "train",
-                    *(["train_valid"] if train_cfg.refit else []),  # the base model's refit
+                    *base_parts,  # the trained model's (train, and train_valid after its refit)
                     "finetune",
                     *([VALID_PART] if cfg.refit_epochs else []),
                 ],

@@ -38,7 +38,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -266,24 +266,12 @@ class TrainingState:
 
     def to_json(self) -> dict[str, Any]:
         """The ``state.json`` keys: epoch, best_epoch, best_roc_auc, bad_epochs, history."""
-        return {
-            "epoch": self.epoch,
-            "best_epoch": self.best_epoch,
-            "best_roc_auc": self.best_roc_auc,
-            "bad_epochs": self.bad_epochs,
-            "history": self.history,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrainingState:
         """What ``to_json`` wrote (raises KeyError for a missing key)."""
-        return cls(
-            epoch=int(data["epoch"]),
-            best_epoch=int(data["best_epoch"]),
-            best_roc_auc=float(data["best_roc_auc"]),
-            bad_epochs=int(data["bad_epochs"]),
-            history=[dict(row) for row in data["history"]],
-        )
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 def _save_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -413,26 +401,6 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.bad_epochs >= self.patience
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "patience": self.patience,
-            "min_delta": self.min_delta,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> EarlyStopping:
-        """What ``to_json`` wrote (raises KeyError for a missing key)."""
-        return cls(
-            patience=int(data["patience"]),
-            min_delta=float(data["min_delta"]),
-            best=float(data["best"]),
-            best_epoch=int(data["best_epoch"]),
-            bad_epochs=int(data["bad_epochs"]),
-        )
 
 
 def train_one_epoch(
