@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro studies check lint types test clean-venv
+.PHONY: install repro studies check lint types test test-fast clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ TEST_JOBS ?= 2
 
 test:
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
+
+## The edit-test loop: unit and component tests, without the tests marked slow (whole pipelines
+## through dvc, served Bentos); `make check` runs everything.
+test-fast: install
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

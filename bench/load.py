@@ -21,6 +21,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,9 +103,16 @@ def serve(bento: str, *, batching: bool, log_dir: Path) -> Iterator[str]:
 
 
 async def load(
-    url: str, bodies: list[bytes], *, concurrency: int, requests: int, max_seconds: float
+    url: str,
+    bodies: list[bytes],
+    *,
+    concurrency: int,
+    requests: int,
+    max_seconds: float,
+    statuses: Counter[int] | None = None,
 ) -> tuple[list[float], int, float]:
-    """``requests`` POSTs from ``concurrency`` workers; (latencies in s, failures, wall seconds)."""
+    """``requests`` POSTs from ``concurrency`` workers; (latencies in s, failures, wall seconds).
+    ``statuses``, when given, counts the answers by HTTP status (0: no answer)."""
     latencies: list[float] = []
     failed = 0
     issued = 0
@@ -122,8 +130,11 @@ async def load(
             try:
                 r = await client.post("/predict", content=body, headers=headers)
                 reason = "" if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
+                status = r.status_code
             except httpx.HTTPError as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason, status = f"{type(exc).__name__}: {exc}", 0
+            if statuses is not None:
+                statuses[status] += 1
             latencies.append(time.perf_counter() - t0)
             if reason:
                 failed += 1

@@ -26,17 +26,22 @@ TINY = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.
 # holding the PyTorch model, so that serving tests can make it overflow (a LightGBM model never does).
 TORCH_CANDIDATES = "select.candidates=[base,finetuned,ens_weighted,ens_stacking]"
 SMOKE_GRAPH = [*SHRUNK, *TINY, TORCH_CANDIDATES]
+SLOW_FIXTURES = {"smoke_repo", "studied"}  # a whole pipeline through dvc: minutes to build
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for ``pytest -n N --dist loadgroup`` (make test): a worker runs a whole group, so a
     session or module fixture is built once per group, not once per test. Tests on the smoke
-    pipeline (``smoke_repo``, minutes to build) form one group; every other file is its own."""
+    pipeline (``smoke_repo``, minutes to build) form one group; every other file is its own.
+    Tests on a whole pipeline run through DVC (``SLOW_FIXTURES``) are marked ``slow``: ``make
+    test-fast`` leaves them out, ``make check`` (CI) runs them."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         group = "smoke_repo" if "smoke_repo" in fixtures else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
+        if SLOW_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
