@@ -37,6 +37,7 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 import torch
+from machine import cpu_model  # bench/machine.py: this script's folder is on sys.path
 
 from ontime.candidates.torch_model import TorchCandidate, load_torch_members, predict_logits, sigmoid
 from ontime.errors import DataError
@@ -49,8 +50,7 @@ DISTINCT = 8  # distinct batches of test rows cycled through
 
 
 def header(threads: int) -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if "model name" in ln), platform.processor())
+    cpu = cpu_model()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{time.strftime('%Y-%m-%d %H:%M')} | {cpu}, {os.cpu_count()} cores, {threads} threads used | "

@@ -200,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     for on, off in zip(results["on"], results["off"], strict=True):
         print(f"| {on.concurrency} | {on.rps / off.rps:.2f}x | {on.p50_ms / off.p50_ms:.2f}x | "
               f"{on.p99_ms / off.p99_ms:.2f}x |")  # fmt: skip
-    failed = sum(r.failed for rs in results.values() for r in rs)
+    return exit_status(sum(r.failed for rs in results.values() for r in rs))
+
+
+def exit_status(failed: int) -> int:
+    """Say whether every request answered 200; the exit status of a load benchmark (1 if not)."""
     if failed:
         print(f"\nFAILED: {failed} request(s) did not answer 200", file=sys.stderr)
         return 1

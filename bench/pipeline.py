@@ -33,14 +33,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: this script's folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STAGE = re.compile(r"Running stage '([^']+)'")
 
 
 def header() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if "model name" in ln), platform.processor())
+    cpu = cpu_model()
     versions = subprocess.run([str(BIN / "dvc"), "--version"], capture_output=True, text=True).stdout.strip()
     return (
         f"{time.strftime('%Y-%m-%d %H:%M')} | {cpu}, {os.cpu_count()} cores | Python "

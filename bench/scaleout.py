@@ -27,14 +27,14 @@ from pathlib import Path
 
 import torch
 import yaml
+from machine import cpu_model  # bench/machine.py: this script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
 def header() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if "model name" in ln), platform.processor())
+    cpu = cpu_model()
     return (
         f"{time.strftime('%Y-%m-%d %H:%M')} | {cpu}, {os.cpu_count()} cores | Python "
         f"{platform.python_version()}, torch {torch.__version__} (gloo on CPU)"

@@ -56,7 +56,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from load import default_bento, flights, load, serve
+from load import default_bento, exit_status, flights, load, serve
 from pydantic import TypeAdapter
 
 from ontime.serving.local import reserved_port
@@ -380,12 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     by = tables(results)
     aims(by)
     split_table(split, by)
-    failed = sum(r.server_errors + r.other_errors for r in results)
-    if failed:
-        print(f"\nFAILED: {failed} request(s) did not answer 200", file=sys.stderr)
-        return 1
-    print("\nzero failed requests")
-    return 0
+    return exit_status(sum(r.server_errors + r.other_errors for r in results))
 
 
 if __name__ == "__main__":
