@@ -14,7 +14,7 @@ store, which ``bench/serving.py`` resolves from the Bento's ``model`` label) wit
   422 naming it, a scoring bug 500;
 - the answer is the scorer's ``Predictions`` (``request_id``, one prediction per flight), and every
   scored flight is appended to the request log (``$ONTIME_REQUEST_LOG``) as the service does:
-  :func:`~ontime.serving.requestlog.record` lines through a :class:`RequestLog`.
+  the same lines (:func:`~ontime.serving.scoring.answers`) through a :class:`RequestLog`.
 
 The endpoint is a plain ``def``, so FastAPI runs it in its threadpool; no batching, one process::
 
@@ -32,8 +32,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ontime.serving.online import Scorer
-from ontime.serving.requestlog import RequestLog, record
-from ontime.serving.scoring import score_records
+from ontime.serving.requestlog import RequestLog
+from ontime.serving.scoring import answers, score_records
 
 SCORER = Scorer(os.environ["ONTIME_MODEL_DIR"])
 SCORER.check_servable()
@@ -41,7 +41,6 @@ API = SCORER.api_models()
 PredictRequest = API.predict_request
 Predictions = API.predictions
 RECORDS, RECORD = SCORER.serve.records, SCORER.serve.record
-PROBABILITY, POSITIVE = SCORER.serve.probability, SCORER.serve.positive
 LOG = RequestLog()
 LOG.open()
 
@@ -67,32 +66,17 @@ def readyz() -> dict[str, str]:
 @app.post("/predict", response_model=Predictions)
 def predict(body: PredictRequest) -> Any:  # type: ignore[valid-type]
     request_id = str(uuid.uuid4())
-    scored = score_records(SCORER, [r.model_dump() for r in getattr(body, RECORDS)])
+    sent = [r.model_dump() for r in getattr(body, RECORDS)]
+    scored = score_records(SCORER, sent)
     failed = [(i, s) for i, s in enumerate(scored) if s.error is not None]
     if failed:
         if max(s.status for _, s in failed) >= 500:
             return error(500, "An unexpected error has occurred, please check the server log.")
         detail = [{"loc": [RECORDS, i], "msg": s.error, "type": "unscorable"} for i, s in failed]
         return error(422, f"{len(failed)} {RECORD}(s) could not be scored", detail)
-    now = dt.datetime.now(dt.UTC)
-    predictions, entries = [], []
-    for s in scored:
-        assert s.probability is not None
-        positive = s.probability >= SCORER.threshold
-        predictions.append(
-            API.prediction(
-                **{PROBABILITY: s.probability, POSITIVE: positive, "model_version": SCORER.version}
-            )
-        )
-        entries.append(
-            record(
-                ts=now,
-                request_id=request_id,
-                model_version=SCORER.version,
-                features=s.features,
-                probability=s.probability,
-                decision=int(positive),
-            )
-        )
+    predictions, entries = answers(
+        SCORER, API.prediction, sent, scored, request_id=request_id, version=SCORER.version,
+        now=dt.datetime.now(dt.UTC),
+    )  # fmt: skip
     LOG.write(entries)
     return Predictions(request_id=request_id, predictions=predictions)

@@ -59,7 +59,7 @@ import numpy as np
 from load import default_bento, exit_status, flights, load, serve
 from pydantic import TypeAdapter
 
-from ontime.serving.local import reserved_port
+from ontime.serving.local import reserved_port, stop_server
 from ontime.serving.online import Scorer
 from ontime.serving.requestlog import RequestLog, record
 from ontime.serving.scoring import Scored
@@ -94,18 +94,6 @@ def model_dir(bento: str) -> Path:
     return Path(bentoml.models.get(bentoml.bentos.get(bento).info.labels["model"]).path)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL it after 15 s (uvicorn, one worker: one process)."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 @contextmanager
 def serve_peer(model: Path, *, log_dir: Path, ready_s: float = 120) -> Iterator[str]:
     """``uvicorn fastapi_app:app`` (one worker) on a free loopback port; yields its URL once
@@ -136,12 +124,12 @@ def serve_peer(model: Path, *, log_dir: Path, ready_s: float = 120) -> Iterator[
                     pass
                 time.sleep(0.5)
         except BaseException:
-            stop(proc)
+            stop_server(proc)
             raise
     try:
         yield url
     finally:
-        stop(proc)
+        stop_server(proc)
 
 
 # ------------------------------------------------------------------------------------- load ---

@@ -28,7 +28,7 @@ from tests.test_train import TINY, run_train
 @pytest.fixture(scope="module")
 def trained(data_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained")
-    run_train(data_run, out, write_params(out / "params.yaml", [*TINY, "train.epochs=1"]))
+    run_train(data_run, out, write_params(out / "params.yaml", [*TINY, "train.epochs=1", "train.refit=true"]))
     return out / "model"
 
 

@@ -309,10 +309,11 @@ def test_the_bar_and_the_log_say_up_to_and_early_stopping(
     # the learning rate of the early-stopped run above: it stops after epoch 2 of up to 4
     params = write_params(
         tmp_path / "params.yaml",
-        [*TINY, "train.epochs=4", "train.patience=1", "train.lr=1e-12", "train.refit=false"],
-    )  # no refit: its bar ("refit epoch 1 (up to 1)") is not what this test reads
+        [*TINY, "train.epochs=4", "train.patience=1", "train.lr=1e-12", "train.refit=true"],
+    )
     run_train(data_run, tmp_path, params)
-    assert descs == ["train epoch 1 (up to 4)", "train epoch 2 (up to 4)"]
+    # the refit runs exactly the chosen epochs (the best was the first): "of 1", not "up to"
+    assert descs == ["train epoch 1 (up to 4)", "train epoch 2 (up to 4)", "refit epoch 1 of 1"]
     said = messages(caplog)
     assert said[0] == (
         "train: up to 4 epochs, early stopping after 1 without a better validation ROC AUC; "
@@ -323,3 +324,4 @@ def test_the_bar_and_the_log_say_up_to_and_early_stopping(
         "train epoch 2 (up to 4)",
     ]
     assert "train: early stop after epoch 2 (up to 4): no better validation ROC AUC for 1 epochs" in said
+    assert any(m.startswith("refit epoch 1 of 1: train loss") for m in said), said

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -22,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 from sklearn.metrics import roc_auc_score
 
-from ontime.errors import DataError
+from ontime.candidates import ONNX_FILE, torch_folders
+from ontime.candidates.torch_model import TorchCandidate
+from ontime.errors import ConfigError, DataError
+from ontime.export.onnx import OnnxCandidate
 from ontime.serving.local import serve_bento
 from ontime.serving.online import OPTIONAL_DERIVED, Scorer
 from ontime.serving.requestlog import KEYS
@@ -205,7 +210,9 @@ def unscorable(scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]) -> di
 # ------------------------------------------------------------------------------ in-process parts ---
 def test_bundle_and_metadata(packaged: Packaged, scorer: Scorer) -> None:
     bundle = packaged.bundle
-    assert json.loads((bundle / "bundle.json").read_text()) == {"version": packaged.model_tag}
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert set(info) == {"version", "runtime", "onnx_max_abs_diff"}, info  # the champion has a network
+    assert info["version"] == packaged.model_tag
     assert sorted(p.name for p in (bundle / "lookups").iterdir()) == ["airports.parquet", "planes.parquet"]
     # the clean stage's recorded schema, which the request fields come from
     assert (bundle / "schema.json").read_bytes() == (packaged.repo / "data/clean/schema.json").read_bytes()
@@ -217,6 +224,66 @@ def test_bundle_and_metadata(packaged: Packaged, scorer: Scorer) -> None:
     card = json.loads((packaged.repo / "models/champion/model_card.json").read_text())
     assert card["champion"] in model_yaml
     assert packaged.bento_tag.startswith("ontime-delay-service:")
+
+
+def networks(candidate: Any) -> list[Any]:
+    """The candidate's networks: itself, or its ensemble members' (recursively); none for others."""
+    if isinstance(candidate, OnnxCandidate | TorchCandidate):
+        return [candidate]
+    return [n for member in getattr(candidate, "members", []) for n in networks(member)]
+
+
+def test_the_networks_run_in_onnx_runtime_as_in_pytorch(
+    packaged: Packaged,
+    scorer: Scorer,
+    server: Server,
+    flights: tuple[pl.DataFrame, pl.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # serve.runtime auto and a champion holding a network: packaged for ONNX Runtime, every torch
+    # folder with its model.onnx, and the answers those of PyTorch (ONTIME_RUNTIME=native).
+    bundle = packaged.bundle
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["runtime"] == "onnx", info
+    assert 0 <= info["onnx_max_abs_diff"] <= 1e-6, info
+    folders = torch_folders(bundle)
+    assert folders, "the champion holds no torch candidate"
+    assert sorted(p.parent for p in bundle.rglob(ONNX_FILE)) == sorted(folders)
+    assert scorer.runtime == "onnx"
+    records = scorer.validate(request_rows(scorer, flights[0]))
+    onnx_p = [p["delay_probability"] for p in scorer.predict(records)]
+    monkeypatch.setenv("ONTIME_RUNTIME", "native")
+    native = Scorer(bundle)
+    assert native.runtime == "native"
+    native_p = [p["delay_probability"] for p in native.predict(records)]
+    diff = max(abs(a - b) for a, b in zip(onnx_p, native_p, strict=True))
+    served = [p["delay_probability"] for p in server.predict(request_rows(scorer, flights[0]))["predictions"]]
+    served_diff = max(abs(a - b) for a, b in zip(served, native_p, strict=True))
+    # each network on its own too: an ensemble's weights may leave a network little say
+    pairs = list(zip(networks(scorer.candidate), networks(native.candidate), strict=True))
+    assert [(type(o), type(t)) for o, t in pairs] == [(OnnxCandidate, TorchCandidate)] * len(folders)
+    member_diff = max(
+        float(np.abs(o.predict_proba(flights[1]) - t.predict_proba(flights[1])).max()) for o, t in pairs
+    )
+    print(
+        f"max abs difference from PyTorch: in process {diff:.3g}, served {served_diff:.3g}, "
+        f"networks alone {member_diff:.3g}"
+    )
+    assert diff <= 1e-6, diff
+    assert served_diff <= 1e-6, served_diff
+    assert member_diff <= 1e-6, member_diff
+    # ONTIME_RUNTIME takes native or onnx only, and onnx only for a bundle that has the files
+    monkeypatch.setenv("ONTIME_RUNTIME", "torch")
+    with pytest.raises(ConfigError, match=r"ONTIME_RUNTIME='torch': use native or onnx"):
+        Scorer(bundle)
+    plain = shutil.copytree(bundle, tmp_path / "bundle", ignore=shutil.ignore_patterns(ONNX_FILE))
+    (plain / "bundle.json").write_text(json.dumps({"version": packaged.model_tag}))  # as before onnx
+    monkeypatch.delenv("ONTIME_RUNTIME")
+    assert Scorer(plain).runtime == "native"
+    monkeypatch.setenv("ONTIME_RUNTIME", "onnx")
+    with pytest.raises(DataError, match=r"packaged with runtime native and holds no model\.onnx"):
+        Scorer(plain)
 
 
 def test_online_features_equal_offline(scorer: Scorer, flights: tuple[pl.DataFrame, pl.DataFrame]) -> None:

@@ -336,14 +336,33 @@ def _monitor(a: argparse.Namespace) -> int:
     from ontime.reports import monitor
 
     return monitor.main(
-        a.params, a.log, a.reference, a.spec, a.workspace, a.out, a.pipeline_workspace or None
-    )
+        a.params, a.log, a.reference, a.spec, a.workspace, a.out, a.pipeline_workspace or None,
+        outcomes_path=a.outcomes, card_path=a.card,
+    )  # fmt: skip
 
 
 def _registry(a: argparse.Namespace) -> int:
     from ontime import registry
 
     return registry.main(a.action, **{k: v for k, v in vars(a).items() if k not in ("run", "action")})
+
+
+def _replay(a: argparse.Namespace) -> int:
+    from ontime.live import replay
+
+    return replay.main(
+        a.url, a.params, a.start, a.end, clean=a.clean, features=a.features, speed=a.speed,
+        max_pause=a.max_pause, batch=a.batch, limit=a.limit,
+    )  # fmt: skip
+
+
+def _gate(a: argparse.Namespace) -> int:
+    from ontime.live import gate
+
+    return gate.main(
+        a.params, a.start, a.end, stage=a.stage, challenger=a.challenger, features=a.features,
+        out=a.out, promote=a.promote, reason=a.reason,
+    )  # fmt: skip
 
 
 def _compare(a: argparse.Namespace) -> None:
@@ -415,8 +434,10 @@ def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "Drift of served traffic (the service's request log) against the training reference "
         "(params `monitor`): writes an HTML report, adds a snapshot to its own Evidently workspace "
         "(refreshing there the copies of the report stage's snapshots, so `evidently ui --workspace "
-        "reports/monitoring` shows both), prints a JSON summary. Exit 0: no drift; 1: drift share "
-        "above monitor.drift_share_threshold; 2: error.",
+        "reports/monitoring` shows both), prints a JSON summary. With --outcomes (late labels), also "
+        "the served model's quality per day and over the newest monitor.quality.window_days days, "
+        "against the champion's validation ROC AUC. Exit 0: no alert; 1: drift share above "
+        "monitor.drift_share_threshold or a quality alert (the summary's `alerts` says which); 2: error.",
         _monitor,
     )
     p.add_argument("--log", help="request log, rotated files included (default: where the service logs)")
@@ -439,6 +460,44 @@ def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(default: %(default)s)",
     )
     p.add_argument("--out", default="reports/monitor.html", help="HTML report (default: %(default)s)")
+    p.add_argument(
+        "--outcomes",
+        default=None,
+        help="late labels: a .jsonl file of `ontime outcomes`, or a folder of them, joined with the "
+        "log by key (default: none, drift only)",
+    )
+    p.add_argument(
+        "--card",
+        default="models/champion/model_card.json",
+        help="the served champion's model card: its validation ROC AUC is the quality alert's "
+        "reference; read with --outcomes only (default: %(default)s)",
+    )
+
+
+def _outcomes(a: argparse.Namespace) -> int:
+    from ontime.live import outcomes
+
+    return outcomes.main(a.params, a.start, a.end, a.features, a.out)
+
+
+def _add_outcomes(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _with_params(
+        sub,
+        "outcomes",
+        "Write the ground truth (late labels) of the flights scheduled on local days FROM..TO "
+        "(params featurize.timezone) from the feature table: JSON Lines {key, scheduled, label} with "
+        "the key the service logs (params serve.key), for `ontime monitor --outcomes`. Exit 0; 2: "
+        "error (bad days, empty serve.key, a key field not in the table, no flights on those days).",
+        _outcomes,
+    )
+    p.add_argument("--from", dest="start", required=True, help="first local day, YYYY-MM-DD")
+    p.add_argument("--to", dest="end", required=True, help="last local day, YYYY-MM-DD (inclusive)")
+    p.add_argument(
+        "--features",
+        default="data/features/features.parquet",
+        help="feature table with labels, spec.json beside it (default: %(default)s)",
+    )
+    p.add_argument("--out", default=None, help="JSON Lines file to write (default: outcomes/FROM_TO.jsonl)")
 
 
 def _add_registry(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -457,8 +516,12 @@ def _add_registry(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     a.add_argument("--stage", default="prod", help="stage to assign (default: %(default)s)")
     a.add_argument("--version", default=None, help="version to register, e.g. v1.2.0 (default: bump)")
     a.add_argument("--bump", choices=["major", "minor", "patch"], default="minor", help="(default: minor)")
+    a.add_argument("--reason", default="", help="why: kept in the assignment's tag (`registry history`)")
     a = acts.add_parser("rollback", help="assign a stage again to the version it held before")
     a.add_argument("--stage", default="prod", help="(default: %(default)s)")
+    a.add_argument("--reason", default="", help="why: kept in the assignment's tag (`registry history`)")
+    a = acts.add_parser("history", help="every stage assignment: when, stage, version, who, why")
+    a.add_argument("--stage", default=None, help="one stage only (default: all)")
     a = acts.add_parser("which", help="print the model tag (or --bento: the Bento tag) a stage serves")
     a.add_argument("--stage", default="prod", help="(default: %(default)s)")
     a.add_argument("--bento", action="store_true", help="print the Bento tag instead of the model tag")
@@ -473,6 +536,68 @@ def _add_registry(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     a.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     p.set_defaults(run=_registry)
+
+
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _with_params(
+        sub,
+        "replay",
+        "Post the real flights of local days FROM..TO to a running service on this machine, in "
+        "schedule order, hour by hour, as clients would (fields: those the service declares). "
+        "Prints a JSON summary. Exit 0: every flight answered; 1: some refused (4xx) or failed "
+        "(5xx); 2: error (no service, a non-loopback --url, bad days).",
+        _replay,
+    )
+    p.add_argument("--url", default="http://127.0.0.1:3000", help="the service (default: %(default)s)")
+    p.add_argument("--from", dest="start", required=True, help="first local day, YYYY-MM-DD")
+    p.add_argument("--to", dest="end", required=True, help="last local day, YYYY-MM-DD (inclusive)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=8640.0,
+        help="schedule seconds per real second (default: %(default)s: a day in 10 s; 0: no pauses)",
+    )
+    p.add_argument(
+        "--max-pause", type=float, default=2.0, help="longest pause between hours, s (default: %(default)s)"
+    )
+    p.add_argument("--batch", type=int, default=64, help="most flights per request (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="send at most this many flights")
+    p.add_argument("--clean", default="data/clean", help="clean tables (default: %(default)s)")
+    p.add_argument(
+        "--features",
+        default="data/features/features.parquet",
+        help="feature table, for the optional schedule counts (default: %(default)s)",
+    )
+
+
+def _add_gate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _with_params(
+        sub,
+        "gate",
+        "Compare the challenger (this workspace's packaged model, models/package.json) with the "
+        "model a registry stage serves, on the labelled flights of local days FROM..TO that "
+        "neither trained on: the same rows, a paired bootstrap interval of the difference (params "
+        "`gate`). With --promote, a challenger that passes is registered and assigned to the "
+        "stage. Exit 0: the challenger passes (promoted with --promote); 1: it does not (nothing "
+        "changes); 2: error.",
+        _gate,
+    )
+    p.add_argument("--from", dest="start", required=True, help="first local day, YYYY-MM-DD")
+    p.add_argument("--to", dest="end", required=True, help="last local day, YYYY-MM-DD (inclusive)")
+    p.add_argument("--stage", default="prod", help="the serving champion's stage (default: %(default)s)")
+    p.add_argument(
+        "--challenger",
+        default="models/package.json",
+        help="package.json naming the challenger's model (default: %(default)s)",
+    )
+    p.add_argument(
+        "--features",
+        default="data/features/features.parquet",
+        help="feature table with labels (default: %(default)s)",
+    )
+    p.add_argument("--out", default="reports/gate.json", help="the decision, as JSON (default: %(default)s)")
+    p.add_argument("--promote", action="store_true", help="promote the challenger (HEAD) when it passes")
+    p.add_argument("--reason", default="", help="why, kept with the promotion (`registry history`)")
 
 
 def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -512,7 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_stage(sub, stage)
     _add_predict(sub)
     _add_monitor(sub)
+    _add_outcomes(sub)
     _add_registry(sub)
+    _add_replay(sub)
+    _add_gate(sub)
     _add_compare(sub)
     return parser
 

@@ -20,6 +20,7 @@ def validate(params: dict[str, Any], *, source: str = "params") -> None:
     """Check every section with the model of the stage that reads it; ConfigError names the key."""
     from ontime import config as c
     from ontime.data.analyze import AnalyzeConfig
+    from ontime.live.gate import GateConfig
     from ontime.reports.monitor import MonitorConfig
     from ontime.reports.stage import ReportConfig
     from ontime.serving.online import ServeConfig
@@ -46,6 +47,7 @@ def validate(params: dict[str, Any], *, source: str = "params") -> None:
         "serve": ServeConfig,
         "report": ReportConfig,
         "monitor": MonitorConfig,
+        "gate": GateConfig,
     }
     for name, model in sections.items():
         c.section(params, name, model, source=source)

@@ -180,13 +180,14 @@ def register(
     return Version(name, commit, package)
 
 
-def assign(stage: str, version: Version, cwd: Path | None = None) -> Assignment:
+def assign(stage: str, version: Version, cwd: Path | None = None, *, reason: str = "") -> Assignment:
+    """A new assignment of ``stage`` to ``version``: an annotated tag, so git keeps who (the tagger),
+    when (its date) and why (``reason``, the message's body) for ``history``."""
     number = max((a.number for a in assignments(stage, cwd)), default=0) + 1
-    git(
-        "tag", "-a", f"{ARTIFACT}#{stage}#{number}", version.commit,
-        "-m", f"Assigning stage {stage} to artifact {ARTIFACT} version {version.version}",
-        cwd=cwd,
-    )  # fmt: skip
+    message = f"Assigning stage {stage} to artifact {ARTIFACT} version {version.version}"
+    if reason.strip():
+        message += "\n\n" + reason.strip()
+    git("tag", "-a", f"{ARTIFACT}#{stage}#{number}", version.commit, "-m", message, cwd=cwd)
     log.info(
         "registry: %s is now %s@%s (model %s)", stage, ARTIFACT, version.version, version.package["model_tag"]
     )
@@ -199,17 +200,19 @@ def promote(
     stage: str = "prod",
     version: str | None = None,
     bump: Literal["major", "minor", "patch"] = "minor",
+    reason: str = "",
     cwd: Path | None = None,
 ) -> Version:
-    """Register ``rev`` (if it is not yet a version) and assign it to ``stage``."""
+    """Register ``rev`` (if it is not yet a version) and assign it to ``stage``; ``reason`` is kept
+    in the assignment's tag (``history``)."""
     if not re.fullmatch(r"[a-z][a-z0-9-]*", stage):
         raise RegistryError(f"stage {stage!r}: use lowercase letters, digits and '-' (e.g. prod, staging)")
     registered = register(rev, version, bump, cwd)
-    assign(stage, registered, cwd)
+    assign(stage, registered, cwd, reason=reason)
     return registered
 
 
-def rollback(stage: str = "prod", cwd: Path | None = None) -> Version:
+def rollback(stage: str = "prod", cwd: Path | None = None, *, reason: str = "") -> Version:
     """Assign ``stage`` again to the version it held before the current one."""
     history = assignments(stage, cwd)
     if not history:
@@ -219,8 +222,55 @@ def rollback(stage: str = "prod", cwd: Path | None = None) -> Version:
     if previous is None:
         raise RegistryError(f"stage {stage!r} has only ever held one version; nothing to roll back to")
     target = version_of(previous, cwd)
-    assign(stage, target, cwd)
+    assign(stage, target, cwd, reason=f"rollback: {reason.strip() or 'no reason given'}")
     return target
+
+
+@dataclass(frozen=True)
+class Event:
+    """One assignment of a stage, as ``history`` shows it."""
+
+    stage: str
+    number: int
+    version: str
+    commit: str
+    who: str
+    when: str  # ISO 8601, the tag's date
+    why: str
+
+
+def history(stage: str | None = None, cwd: Path | None = None) -> list[Event]:
+    """Every assignment (of ``stage``, or of all stages), oldest first: version, who, when, why."""
+    fields = ["refname:short", "*objectname", "taggername", "taggeremail", "taggerdate:iso-strict"]
+    fmt = "%00".join(f"%({f})" for f in fields) + "%00%(contents:body)%01"  # NUL between fields
+    out = git("for-each-ref", f"--format={fmt}", f"refs/tags/{ARTIFACT}#{stage or '*'}#*", cwd=cwd)
+    by_commit = {v.commit: v.version for v in versions(cwd)}
+    events = []
+    for record in filter(None, (r.strip("\n") for r in out.split("\x01"))):
+        name, commit, who, email, when, body = record.split("\x00")
+        _, tag_stage, number = name.split("#")
+        if not number.isdigit():
+            continue
+        events.append(
+            Event(
+                tag_stage,
+                int(number),
+                by_commit.get(commit, "?"),
+                commit,
+                f"{who} {email}",
+                when,
+                body.strip(),
+            )
+        )
+    return sorted(events, key=lambda e: (e.when, e.stage, e.number))
+
+
+def history_table(stage: str | None = None, cwd: Path | None = None) -> str:
+    lines = [f"{'when':<25} {'stage':<8} {'#':>3} {'version':<9} {'who':<30} why"]
+    for e in history(stage, cwd):
+        why = " | ".join(line for line in e.why.splitlines() if line.strip()) or "-"
+        lines.append(f"{e.when:<25} {e.stage:<8} {e.number:>3} {e.version:<9} {e.who:<30} {why}")
+    return "\n".join(lines)
 
 
 def table(cwd: Path | None = None) -> str:
@@ -329,13 +379,15 @@ def main(action: str, **kw: Any) -> int:
     if action == "list":
         print(table())
     elif action == "promote":
-        v = promote(kw["rev"], stage=kw["stage"], version=kw["version"], bump=kw["bump"])
+        v = promote(kw["rev"], stage=kw["stage"], version=kw["version"], bump=kw["bump"], reason=kw["reason"])
         tags = f"{v.package['model_tag']} (Bento {v.package['bento_tag']})"
         print(f"{ARTIFACT}@{v.version} -> {kw['stage']}: {tags}")
         print("share it: git push --tags (and dvc push)")
     elif action == "rollback":
-        v = rollback(kw["stage"])
+        v = rollback(kw["stage"], reason=kw["reason"])
         print(f"{kw['stage']} rolled back to {ARTIFACT}@{v.version}: {v.package['model_tag']}")
+    elif action == "history":
+        print(history_table(kw["stage"]))
     elif action == "which":
         v = current(kw["stage"])
         print(v.package["bento_tag"] if kw["bento"] else v.package["model_tag"])

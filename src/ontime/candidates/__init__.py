@@ -5,10 +5,14 @@ evaluate, select and serving load them through :func:`load_candidate` without kn
 This package holds everything needed to load and score a candidate (``torch_model``,
 ``lightgbm_model``, ``ensemble_model``) and never imports training code, so evaluate and package
 depend on it (``dvc.yaml``) and not on ``ontime.training``.
+
+Serving may run the PyTorch networks in ONNX Runtime instead (``runtime="onnx"``: a torch folder's
+``model.onnx``, which the package stage exports); everything else loads as trained.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -19,7 +23,11 @@ from ontime.errors import DataError
 from ontime.io import read_json, write_json, write_parquet
 
 Kind = Literal["torch", "lightgbm", "linear", "ensemble"]
+# How a candidate's PyTorch networks run: as trained, or exported to ONNX and run in ONNX Runtime.
+Runtime = Literal["native", "onnx"]
+RUNTIMES: tuple[Runtime, ...] = ("native", "onnx")
 CANDIDATE_FILE = "candidate.json"
+ONNX_FILE = "model.onnx"  # in a torch candidate's folder, written by the package stage
 # The validation rows: thresholds are chosen and candidates compared on them (evaluate, select),
 # ensembles fitted on them (out-of-fold for the comparison); a candidate refit on them afterwards
 # answers for them with its held-out predictions (``validation_predictions``).
@@ -46,13 +54,32 @@ def write_candidate_info(folder: Path, *, kind: Kind, name: str, **extra: Any) -
     write_json(folder / CANDIDATE_FILE, {"kind": kind, "name": name, **extra})
 
 
-def load_candidate(folder: str | Path) -> Candidate:
-    """Load the candidate in ``folder`` (written by train, baseline, finetune, ...)."""
+def load_candidate(folder: str | Path, runtime: Runtime = "native") -> Candidate:
+    """Load the candidate in ``folder`` (written by train, baseline, finetune, ...).
+
+    Args:
+        folder: The candidate's folder.
+        runtime: ``native``: as trained. ``onnx``: a torch candidate scores its ``model.onnx`` in
+            ONNX Runtime (an ``OnnxCandidate``), and an ensemble passes ``onnx`` on to its members,
+            so its torch members do; LightGBM and linear candidates load as trained either way.
+
+    Raises:
+        DataError: ``folder`` is no candidate, or (``onnx``) a torch folder lacks ``model.onnx``.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, however: {runtime=}")
     folder = Path(folder)
     info_path = folder / CANDIDATE_FILE
     if not info_path.is_file():
         raise DataError(f"{folder}: no {CANDIDATE_FILE}; is this a model folder from the pipeline?")
     info = read_json(info_path)
+    if info.get("kind") == "torch" and runtime == "onnx":
+        # Imported by name rather than by an import statement: only serving and the package stage
+        # (which list src/ontime/export in their dvc.yaml deps) ask for onnx, so evaluate, select
+        # and the other stages that load candidates never import onnx or onnxruntime, nor depend on them.
+        onnx_export: Any = importlib.import_module("ontime.export.onnx")
+        candidate: Candidate = onnx_export.OnnxCandidate.load(folder)
+        return candidate
     if info.get("kind") == "torch":
         from ontime.candidates.torch_model import TorchCandidate
 
@@ -64,12 +91,29 @@ def load_candidate(folder: str | Path) -> Candidate:
     if info.get("kind") == "ensemble":
         from ontime.candidates.ensemble_model import EnsembleCandidate
 
-        return EnsembleCandidate.load(folder)
+        return EnsembleCandidate.load(folder, runtime=runtime)
     if info.get("kind") == "linear":
         from ontime.candidates.linear_model import LinearCandidate
 
         return LinearCandidate.load(folder)
     raise DataError(f"{info_path}: unknown candidate kind {info.get('kind')!r}")
+
+
+def torch_folders(folder: str | Path) -> list[Path]:
+    """The torch candidate folders of the candidate in ``folder``: itself when it is one, else its
+    ensemble members' (``members/<name>``, recursively, in the combiner's order); none for LightGBM
+    and linear candidates."""
+    folder = Path(folder)
+    info_path = folder / CANDIDATE_FILE
+    if not info_path.is_file():
+        raise DataError(f"{folder}: no {CANDIDATE_FILE}; is this a model folder from the pipeline?")
+    kind = read_json(info_path).get("kind")
+    if kind == "torch":
+        return [folder]
+    if kind != "ensemble":
+        return []
+    members = read_json(folder / "combiner.json")["members"]
+    return [f for name in members for f in torch_folders(folder / "members" / name)]
 
 
 # -------------------------------------------------------------------------------- held out ---

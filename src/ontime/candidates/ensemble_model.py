@@ -16,6 +16,7 @@ import polars as pl
 from ontime.candidates import (
     VALID_PART,
     Candidate,
+    Runtime,
     load_candidate,
     load_held_out,
     save_held_out,
@@ -69,10 +70,11 @@ class EnsembleCandidate:
         write_candidate_info(folder, kind="ensemble", name=self.name, method=self.method)
 
     @classmethod
-    def load(cls, folder: str | Path) -> EnsembleCandidate:
+    def load(cls, folder: str | Path, *, runtime: Runtime = "native") -> EnsembleCandidate:
+        """Read an ensemble folder; ``runtime`` goes on to every member (see ``load_candidate``)."""
         folder = Path(folder)
         combiner = read_json(folder / "combiner.json")
-        members = [load_candidate(folder / "members" / n) for n in combiner.pop("members")]
+        members = [load_candidate(folder / "members" / n, runtime) for n in combiner.pop("members")]
         oof = load_held_out(folder).get(VALID_PART)
         method = combiner.pop("method")
         return cls(

@@ -13,7 +13,9 @@ audit; they are never a feature.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -105,16 +107,22 @@ GROUPS: dict[str, tuple[Callable[[FeaturizeConfig], list[pl.Expr]], list[str], b
 }
 
 
-def holiday_distance(lf: pl.LazyFrame, cfg: FeaturizeConfig, years: list[int]) -> pl.LazyFrame:
-    """Days until the next and since the previous public holiday of ``holidays_country``."""
+@functools.lru_cache(maxsize=64)
+def holiday_dates(country: str, years: tuple[int, ...]) -> tuple[dt.date, ...]:
+    """The public holidays of ``country`` in ``years``, sorted; cached (the service featurizes
+    every request, and building the calendar costs more than the rest of the calendar features)."""
     try:
-        calendar_ = holidays_lib.country_holidays(cfg.holidays_country, years=years)
+        return tuple(sorted(holidays_lib.country_holidays(country, years=list(years))))
     except NotImplementedError as exc:
         raise DataError(
-            f"featurize.holidays_country {cfg.holidays_country!r} is not known to the holidays "
+            f"featurize.holidays_country {country!r} is not known to the holidays "
             "package; use an ISO code such as US"
         ) from exc
-    dates = sorted(calendar_)
+
+
+def holiday_distance(lf: pl.LazyFrame, cfg: FeaturizeConfig, years: list[int]) -> pl.LazyFrame:
+    """Days until the next and since the previous public holiday of ``holidays_country``."""
+    dates = list(holiday_dates(str(cfg.holidays_country), tuple(sorted(years))))
     days = pl.DataFrame({"_holiday": dates}, schema={"_holiday": pl.Date}).lazy()
     day = _time(cfg).dt.date().alias("_date")
     keyed = lf.with_columns(day)

@@ -10,11 +10,17 @@ The exporter is PyTorch's TorchScript-based one (``dynamo=False``): it needs onl
 package, and on these two small networks it gives the same bytes on every export. The
 ``torch.export`` (dynamo) exporter would also need ``onnxscript``.
 
+Serving runs the champion's networks this way when ``serve.runtime`` resolves to ``onnx``: the
+package stage exports ``model.onnx`` into every torch candidate folder of the bundle and checks it
+(:func:`parity_max_abs_diff`), and ``load_candidate(folder, runtime="onnx")`` loads each such folder
+as an :class:`OnnxCandidate` (:meth:`OnnxCandidate.load`).
+
 Nothing is pickled: the file is an ONNX protobuf, the preprocessor its JSON.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import warnings
@@ -27,7 +33,14 @@ import polars as pl
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from ontime.candidates.torch_model import TorchCandidate, build_model, sigmoid, state_dict_cpu
+from ontime.candidates import ONNX_FILE
+from ontime.candidates.torch_model import (
+    TorchCandidate,
+    build_model,
+    predict_logits,
+    sigmoid,
+    state_dict_cpu,
+)
 from ontime.errors import DataError
 from ontime.models.preprocess import Preprocessor
 
@@ -96,6 +109,7 @@ def export_onnx(candidate: TorchCandidate, path: Path, *, opset: int | None = No
             )
         proto = onnx.load(str(temp))
         _restore_unused_inputs(proto, n_num=n_num, n_cat=n_cat)
+        _unbounded_clips(proto)
         onnx.checker.check_model(proto)
         with open(temp, "wb") as f:
             f.write(proto.SerializeToString())
@@ -106,6 +120,34 @@ def export_onnx(candidate: TorchCandidate, path: Path, *, opset: int | None = No
         temp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _unbounded_clips(proto: onnx.ModelProto) -> None:
+    """``clamp_min``/``clamp_max`` export as a ``Clip`` without the other bound, which ONNX defines
+    as the type's finite extreme: ONNX Runtime turns an infinite value into +-3.4e38 where PyTorch
+    keeps it (the piecewise-linear embedding then gives a finite probability for an input that
+    overflowed, PyTorch NaN). Give every float ``Clip`` its missing bound as +-inf instead."""
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*proto.graph.input, *proto.graph.value_info, *proto.graph.initializer)
+        if hasattr(v, "type")
+    }
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types |= {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    bounds = {1: ("ontime_clip_lowest", -np.inf), 2: ("ontime_clip_highest", np.inf)}
+    used: set[int] = set()
+    for node in proto.graph.node:
+        if node.op_type != "Clip" or types.get(node.input[0]) != onnx.TensorProto.FLOAT:
+            continue
+        while len(node.input) < 3:
+            node.input.append("")
+        for position, (name, _) in bounds.items():
+            if node.input[position] == "":
+                node.input[position] = name
+                used.add(position)
+    for position in sorted(used):
+        name, value = bounds[position]
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(value, dtype=np.float32), name))
 
 
 def _restore_unused_inputs(proto: onnx.ModelProto, *, n_num: int, n_cat: int) -> None:
@@ -134,6 +176,7 @@ class OnnxCandidate:
         preprocessor: The fitted preprocessor of the exported candidate.
         intra_op_num_threads: ONNX Runtime threads within an operator.
         batch_size: Rows per ``InferenceSession.run`` call.
+        held_out: The exported candidate's held-out predictions (``TorchCandidate.held_out``).
 
     Raises:
         DataError: ``path`` is missing, is not a model ONNX Runtime can load, or its inputs do
@@ -148,6 +191,7 @@ class OnnxCandidate:
         preprocessor: Preprocessor,
         intra_op_num_threads: int = 2,
         batch_size: int = 4096,
+        held_out: dict[str, np.ndarray] | None = None,
     ) -> None:
         if intra_op_num_threads < 1:
             raise ValueError(f"intra_op_num_threads must be positive, however: {intra_op_num_threads=}")
@@ -157,6 +201,7 @@ class OnnxCandidate:
         self.path = Path(path)
         self.preprocessor = preprocessor
         self.batch_size = batch_size
+        self.held_out = held_out or {}
         fix = (
             "export it again with ontime.export.onnx.export_onnx(TorchCandidate.load(<model folder>), "
             f"Path({str(self.path)!r}))"
@@ -188,6 +233,32 @@ class OnnxCandidate:
             preprocessor=candidate.preprocessor,
             intra_op_num_threads=intra_op_num_threads,
             batch_size=candidate.batch_size,
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path, *, intra_op_num_threads: int = 2) -> OnnxCandidate:
+        """The torch candidate in ``folder`` scored through its ``model.onnx``: the name,
+        preprocessor, batch size and held-out predictions are those of ``TorchCandidate.load``.
+
+        Raises:
+            DataError: ``folder`` has no ``model.onnx`` (it was packaged for the native runtime,
+                or before ONNX serving), or the file does not fit the candidate.
+        """
+        folder = Path(folder)
+        if not (folder / ONNX_FILE).is_file():
+            raise DataError(
+                f"{folder}: {ONNX_FILE} is missing, so this network cannot run in ONNX Runtime; package "
+                "the champion again (`dvc repro package` with serve.runtime onnx or auto), or score it "
+                "natively (ONTIME_RUNTIME=native)"
+            )
+        native = TorchCandidate.load(folder)
+        return cls(
+            name=native.name,
+            path=folder / ONNX_FILE,
+            preprocessor=native.preprocessor,
+            intra_op_num_threads=intra_op_num_threads,
+            batch_size=native.batch_size,
+            held_out=native.held_out,
         )
 
     def _check_interface(self, fix: str) -> None:
@@ -235,3 +306,47 @@ class OnnxCandidate:
         """Probability of label 1 for each row of ``df``. Shape: (n,) float64."""
         x_num, x_cat = self.preprocessor.transform(df)
         return sigmoid(self.predict_logits(x_num, x_cat))
+
+
+# -------------------------------------------------------------------------------------------------
+# parity
+
+
+def synthetic_inputs(
+    preprocessor: Preprocessor, *, n_rows: int = 2048, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded network inputs for a parity check, without any data: ``x_num`` standard normal (the
+    scale of the preprocessor's output), ``x_cat`` uniform over each column's codes, the unknown
+    code 0 included.
+
+    Shape:
+        x_num: (n_rows, n_num_features) float32; x_cat: (n_rows, n_categorical) int64.
+    """
+    rng = np.random.default_rng(seed)
+    x_num = rng.standard_normal((n_rows, preprocessor.n_num_features), dtype=np.float32)
+    codes = [rng.integers(0, n, n_rows, dtype=np.int64) for n in preprocessor.cardinalities]
+    x_cat = np.stack(codes, axis=1) if codes else np.zeros((n_rows, 0), dtype=np.int64)
+    return x_num, x_cat
+
+
+def parity_max_abs_diff(
+    native: TorchCandidate, exported: OnnxCandidate, x_num: np.ndarray, x_cat: np.ndarray
+) -> float:
+    """The largest absolute difference between the two candidates' probabilities on the given
+    network inputs (logits -> sigmoid); inf when only one of them gives NaN for a row.
+
+    Shape:
+        x_num: (n, n_num) float32; x_cat: (n, n_cat) int64.
+    """
+    x_num = np.ascontiguousarray(x_num, dtype=np.float32)
+    x_cat = np.ascontiguousarray(x_cat, dtype=np.int64)
+    device = next(native.model.parameters()).device
+    expected = sigmoid(
+        predict_logits(native.model, x_num, x_cat, batch_size=native.batch_size, device=device)
+    )  # (n,)
+    got = sigmoid(exported.predict_logits(x_num, x_cat))  # (n,)
+    both_nan = np.isnan(expected) & np.isnan(got)
+    diff = np.where(both_nan, 0.0, np.abs(expected - got))
+    if np.isnan(diff).any():
+        return math.inf
+    return float(diff.max()) if diff.size else 0.0

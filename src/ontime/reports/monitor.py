@@ -9,6 +9,13 @@ snapshot to the monitor's Evidently workspace (the report stage's project, tagge
 stamped with the last request's time) and returns the exit code: 0 when the share of drifted features
 is at most ``monitor.drift_share_threshold``, 1 above it (errors: 2, from the ``ontime`` command).
 
+With late labels (``--outcomes``: ``ontime outcomes`` files), the log's entries are joined with them
+by key and the served model's quality is judged per day and over a window (``ontime.reports.quality``:
+the summary's ``quality`` object, one Evidently snapshot per day and model version); exit 1 too on a
+quality alert. The summary's ``alerts`` names what fired (``drift``, ``quality``). A log with fewer
+than ``monitor.min_rows`` requests is then judged on quality alone (``drift``: null, and
+``drift_not_judged`` says why); without ``--outcomes`` it stays an error, as there is nothing to judge.
+
 Not every feature is drift-tested (``select_columns``); the summary and the log say which are and why
 the others are not:
 
@@ -31,14 +38,15 @@ traffic (its sample of ``monitor.sample_rows`` requests) is in the summary.
 The monitor's workspace (default ``reports/monitoring``, git-ignored, no pipeline output) is its own:
 the report stage's workspace (``reports/workspace``) is a DVC output, rewritten by every run of that
 stage and byte-identical across runs, so nothing else may write into it. Each run copies the report
-stage's current snapshots and dashboard into the monitor's workspace (replacing the copies of an
-earlier pipeline run), so ``evidently ui --workspace reports/monitoring`` shows the pipeline's and
-the served traffic's snapshots together.
+stage's current snapshots into the monitor's workspace (replacing the copies of an earlier pipeline
+run) and writes the dashboard (the one the report stage writes, from the same code), so ``evidently
+ui --workspace reports/monitoring`` shows the pipeline's and the served traffic's snapshots together.
 
 Lines that are not JSON objects with a ``features`` object carrying every feature (a line cut by a
 crash, a stray write) are skipped and counted; everything else wrong stops with a clear error before
 anything is written. The monitor's workspace is only ever added to, never recreated; of its
-snapshots, only the copies of the report stage's are ever replaced or removed.
+snapshots, only the copies of the report stage's are ever replaced or removed, and the served quality
+ones of a day and model version are replaced by a later run's.
 """
 
 from __future__ import annotations
@@ -56,20 +64,42 @@ import polars as pl
 from evidently.ui.workspace import Project, Workspace
 from pydantic import Field
 
-from ontime.config import StrictModel, load_params, section
+from ontime.config import FeaturizeConfig, StrictModel, load_params, section
 from ontime.config import seed as read_seed
 from ontime.errors import DataError
 from ontime.io import atomic_outputs
 from ontime.reports.adapters import sample, save_html
 from ontime.reports.builders import Drift, drift
+from ontime.reports.quality import (
+    Outcomes,
+    Quality,
+    QualityConfig,
+    Reference,
+    assess,
+    join,
+    read_outcomes,
+    read_reference,
+)
+from ontime.reports.quality import snapshots as quality_snapshots
 from ontime.reports.stage import ReportConfig
-from ontime.reports.workspace import DRIFT, SERVED, check_workspace, open_workspace, project, snapshot_id
+from ontime.reports.workspace import (
+    DRIFT,
+    QUALITY,
+    SERVED,
+    add_snapshot,
+    check_workspace,
+    dashboard,
+    open_workspace,
+    project,
+    snapshot_id,
+)
 from ontime.serving.requestlog import default_path, log_files, read_lines
 from ontime.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
 EXAMPLES = 3  # malformed lines quoted in the warning
+DEFAULT_CARD = "models/champion/model_card.json"  # the served champion's validation figures
 
 
 class MonitorConfig(StrictModel):
@@ -82,6 +112,9 @@ class MonitorConfig(StrictModel):
         default_factory=list,
         description="id-like features (flight, tailnum) reported but never drift-tested; names that are "
         "not features of the served model are ignored",
+    )
+    quality: QualityConfig = Field(
+        default_factory=lambda: QualityConfig(window_days=7, min_labelled=200, max_roc_auc_drop=0.05)
     )
 
 
@@ -105,6 +138,9 @@ class RequestLog:
     """The valid requests of a log, as a frame of the spec's features, and what was skipped."""
 
     features: pl.DataFrame
+    # the same requests in log order: line (0, 1, ...), ts (UTC), key, model_version, probability,
+    # decision; null where an entry lacks one (the quality join counts those)
+    scored: pl.DataFrame
     lines: int
     skipped: int
     files: list[str]  # the files that held lines, oldest first (rotated ones, then the log)
@@ -190,6 +226,7 @@ def read_request_log(path: str | Path, spec: FeatureSpec) -> RequestLog:
     times = [t for e in valid if (t := _timestamp(e.get("ts"))) is not None]
     return RequestLog(
         features=features.select(spec.columns),
+        scored=scored_entries(valid),
         lines=len(lines),
         skipped=len(bad),
         files=read,
@@ -197,6 +234,27 @@ def read_request_log(path: str | Path, spec: FeatureSpec) -> RequestLog:
         last=max(times, default=None),
         model_versions=sorted({str(e.get("model_version")) for e in valid}),
     )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def scored_entries(entries: list[dict[str, Any]]) -> pl.DataFrame:
+    """What the quality join needs of each entry, in log order (see ``RequestLog.scored``)."""
+    return pl.DataFrame(
+        {
+            "line": range(len(entries)),
+            "ts": [_timestamp(e.get("ts")) for e in entries],
+            "key": [k if isinstance(k := e.get("key"), str) else None for e in entries],
+            "model_version": [str(e.get("model_version")) for e in entries],
+            "probability": [_number(e.get("probability")) for e in entries],
+            "decision": [d if (d := e.get("decision")) in (0, 1) and not isinstance(d, bool) else None
+                         for e in entries],
+        },
+        schema={"line": pl.Int64, "ts": pl.Datetime("us"), "key": pl.String, "model_version": pl.String,
+                "probability": pl.Float64, "decision": pl.Int8},
+    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))  # fmt: skip
 
 
 def _present(df: pl.DataFrame, column: str, spec: FeatureSpec) -> pl.Series:
@@ -376,14 +434,16 @@ def monitor(
 
 
 def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Project) -> int:
-    """Copy the report stage's snapshots and dashboard from its workspace at ``source_dir`` (only
-    read: it is a DVC output) into ``proj``; returns how many snapshots were copied.
+    """Copy the report stage's snapshots from its workspace at ``source_dir`` (only read: it is a DVC
+    output) into ``proj``; returns how many snapshots were copied.
 
     The stage's snapshots keep their ids (``snapshot_id``, from their names: version 5 UUIDs), so a
     copy replaces the copy of the same report from an earlier pipeline run; copies of reports the
     stage no longer writes (version 5 ids not in ``source_dir``) are deleted. The monitor's own
-    snapshots (time-based ids from Evidently) are kept; so are snapshots tagged ``served`` in
-    ``source_dir`` (a workspace from before the monitor had its own), copied under their ids.
+    snapshots are kept: drift ones (time-based ids from Evidently) and served quality ones (version 5
+    ids, tagged ``quality``); so are snapshots tagged ``served`` in ``source_dir`` (a workspace from
+    before the monitor had its own), copied under their ids. The dashboard is not copied: ``main``
+    writes the current one (``workspace.dashboard``), the same the report stage writes.
     """
     if not source_dir.exists():
         log.warning(
@@ -398,7 +458,6 @@ def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Pro
         log.warning("monitor: %s has no project %r: no pipeline snapshots copied", source_dir, proj.name)
         return 0
     origin = found[0]
-    workspace.save_dashboard(proj.id, source.get_dashboard(origin.id))
     copied: set[str] = set()
     for sid in sorted(source.list_runs(origin.id), key=str):
         model = source.get_run(origin.id, sid)
@@ -409,8 +468,56 @@ def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Pro
         copied.add(str(target))
     for sid in workspace.list_runs(proj.id):
         if uuid.UUID(str(sid)).version == 5 and str(sid) not in copied:
-            workspace.delete_run(proj.id, sid)
+            own = workspace.get_run(proj.id, sid)
+            if own is None or QUALITY not in own.tags:
+                workspace.delete_run(proj.id, sid)
     return len(copied)
+
+
+@dataclass(frozen=True)
+class QualityInputs:
+    """What ``--outcomes`` adds, read and checked before anything is written."""
+
+    outcomes: Outcomes
+    reference: Reference
+    key_fields: list[str]
+    time_column: str | None
+    timezone: str | None
+
+
+def read_quality_inputs(
+    params: dict[str, Any], params_path: str, outcomes_path: str, card_path: str
+) -> QualityInputs:
+    """The outcomes, the champion's reference figures and the key's layout (params ``serve.key``,
+    ``featurize.time_column`` and ``featurize.timezone``)."""
+    from ontime.serving.online import ServeConfig
+
+    serve = section(params, "serve", ServeConfig, source=params_path)
+    feat = section(params, "featurize", FeaturizeConfig, source=params_path)
+    if not serve.key:
+        log.warning(
+            "monitor: params serve.key is empty: the service logs no key, so no prediction can be "
+            "joined with its outcome (set serve.key in conf/ and package again)"
+        )
+    return QualityInputs(
+        outcomes=read_outcomes(outcomes_path),
+        reference=read_reference(card_path),
+        key_fields=list(serve.key),
+        time_column=feat.time_column,
+        timezone=feat.timezone,
+    )
+
+
+def request_summary(requests: RequestLog) -> dict[str, Any]:
+    """What the summary says about the log itself, drift or not."""
+    return {
+        "requests": requests.features.height,
+        "skipped_lines": requests.skipped,
+        "log_files": requests.files,
+        "from": requests.first.isoformat() if requests.first else None,
+        "to": requests.last.isoformat() if requests.last else None,
+        "model_versions": requests.model_versions,
+    }
 
 
 def main(
@@ -421,14 +528,20 @@ def main(
     workspace_dir: str,
     out_html: str,
     pipeline_workspace_dir: str | None = None,
+    outcomes_path: str | None = None,
+    card_path: str = DEFAULT_CARD,
 ) -> int:
-    """Run the monitor; 0: no drift, 1: drift above ``monitor.drift_share_threshold`` (a DataError,
-    exit 2 from the ``ontime`` command, for anything that stops it).
+    """Run the monitor; 0: no alert, 1: drift above ``monitor.drift_share_threshold`` or, with
+    ``outcomes_path``, a quality alert (a DataError, exit 2 from the ``ontime`` command, for anything
+    that stops it).
 
     ``log_path``: the request log (its rotated files are read too); None: where the service writes
     it (``ontime.serving.requestlog.default_path``). ``pipeline_workspace_dir``: the report stage's
     workspace, whose snapshots are copied into ``workspace_dir`` (``refresh_pipeline_snapshots``);
-    None: copy nothing.
+    None: copy nothing. ``outcomes_path``: late labels (a ``.jsonl`` file or a folder of them), joined
+    with the log by key (``ontime.reports.quality``), judged against the champion's validation ROC AUC
+    in ``card_path``; None: drift only. With outcomes, a log of fewer than ``monitor.min_rows``
+    requests is judged on quality alone (drift is reported as not judged); without, it is an error.
     """
     log_path = str(default_path()) if log_path is None else log_path
     params = load_params(params_path)
@@ -447,14 +560,39 @@ def main(
         check_workspace(pipeline_workspace_dir)
     if not Path(reference_path).is_file():
         raise DataError(f"{reference_path}: training reference not found; run dvc repro split")
+    inputs = (
+        None if outcomes_path is None else read_quality_inputs(params, params_path, outcomes_path, card_path)
+    )
     reference = pl.read_parquet(reference_path)
     spec.check(reference, where=reference_path, target=False)
     requests = read_request_log(log_path, spec)
-    result, summary = monitor(
-        requests, reference, spec, cfg, report, seed=read_seed(params), log_name=log_path
-    )
-    with atomic_outputs(out_html) as (tmp_html,):
-        save_html(result.snapshot, tmp_html)
+    summary = request_summary(requests)
+    result: Drift | None = None
+    if inputs is not None and requests.features.height < cfg.min_rows:
+        summary |= {
+            "drift": None,
+            "drift_not_judged": f"{requests.features.height} valid request(s), fewer than "
+            f"monitor.min_rows={cfg.min_rows}",
+        }
+        log.warning("monitor: %s: %s: drift not judged (quality only)", log_path, summary["drift_not_judged"])
+    else:
+        result, summary = monitor(
+            requests, reference, spec, cfg, report, seed=read_seed(params), log_name=log_path
+        )
+    assessed = made = None
+    if inputs is not None:
+        joined = join(
+            requests.scored,
+            inputs.outcomes,
+            key_fields=inputs.key_fields,
+            time_column=inputs.time_column,
+            timezone=inputs.timezone,
+        )
+        assessed = assess(joined, cfg.quality, inputs.reference, inputs.outcomes)
+        made = quality_snapshots(assessed, inputs.reference)  # before writing anything
+    with atomic_outputs(*([out_html] if result is not None else [])) as temps:
+        if result is not None:
+            save_html(result.snapshot, temps[0])
         workspace = open_workspace(workspace_dir)
         proj = project(workspace, report.workspace_project)
         copied = (
@@ -462,30 +600,75 @@ def main(
             if pipeline_workspace_dir is None
             else refresh_pipeline_snapshots(Path(pipeline_workspace_dir), workspace, proj)
         )
-        ref = workspace.add_run(proj.id, result.snapshot)
+        workspace.save_dashboard(proj.id, dashboard())
+        ref = None if result is None else workspace.add_run(proj.id, result.snapshot)
+        written = [] if made is None else [str(add_snapshot(workspace, proj, snap)) for snap in made[0]]
     summary |= {
-        "html": str(out_html),
+        "html": str(out_html) if result is not None else None,
         "workspace": str(workspace_dir),
-        "snapshot": str(ref.id),
+        "snapshot": None if ref is None else str(ref.id),
         "pipeline_snapshots": copied,
     }
+    if assessed is not None and made is not None:
+        summary["quality"] = assessed.summary | {"snapshots": written, "snapshots_one_class": made[1]}
+    else:
+        summary["quality"] = None
+    alerts = [] if not summary["drift"] else ["drift"]
+    if assessed is not None and assessed.verdict.alert:
+        alerts.append("quality")
+    summary["alerts"] = alerts
     print(json.dumps(summary, indent=2))
-    log_columns(summary, [c for c in cfg.identifiers if c not in spec.columns])
-    level = logging.WARNING if summary["drift"] else logging.INFO
+    if result is not None:
+        log_columns(summary, [c for c in cfg.identifiers if c not in spec.columns])
+        level = logging.WARNING if summary["drift"] else logging.INFO
+        log.log(
+            level,
+            "monitor: %d requests (%d lines skipped): %d of %d drift-tested features drifted (share "
+            "%.3f, threshold %.3f; %d of %d features not tested)",
+            summary["requests"],
+            summary["skipped_lines"],
+            result.drifted,
+            summary["tested_features"],
+            result.share,
+            cfg.drift_share_threshold,
+            len(summary["skipped"]),
+            len(spec.columns),
+        )
+    if assessed is not None:
+        log_quality(assessed)
+    if alerts:
+        why = {
+            "drift": f"drift share {summary.get('drift_share')} > {cfg.drift_share_threshold}",
+            "quality": assessed.verdict.reason if assessed is not None else "",
+        }
+        log.warning("monitor: alert(s): %s", "; ".join(f"{a}: {why[a]}" for a in alerts))
+    return 1 if alerts else 0
+
+
+def log_quality(assessed: Quality) -> None:
+    """One line for the verdict and one per day of the window."""
+    q = assessed.summary
     log.log(
-        level,
-        "monitor: %d requests (%d lines skipped): %d of %d drift-tested features drifted (share %.3f, "
-        "threshold %.3f; %d of %d features not tested)",
-        summary["requests"],
-        summary["skipped_lines"],
-        result.drifted,
-        summary["tested_features"],
-        result.share,
-        cfg.drift_share_threshold,
-        len(summary["skipped"]),
-        len(spec.columns),
+        logging.WARNING if assessed.verdict.alert else logging.INFO,
+        "monitor: quality %s: %s (%d keyed prediction(s), %d labelled, %d without a key, %d duplicate(s), "
+        "%d outcome(s) for keys never served)",
+        q["status"],
+        q["reason"],
+        q["predictions"],
+        q["labelled"],
+        q["without_key"],
+        q["duplicates"],
+        q["unmatched_outcomes"],
     )
-    return 1 if summary["drift"] else 0
+    for day in q["days"]:
+        if day["day"] in q["window"]["days"]:
+            log.info(
+                "monitor: quality %s: %d labelled of %d, ROC AUC %s",
+                day["day"],
+                day["labelled"],
+                day["predictions"],
+                "n/a" if day["roc_auc"] is None else f"{day['roc_auc']:.4f}",
+            )
 
 
 def log_columns(summary: dict[str, Any], ignored: list[str]) -> None:

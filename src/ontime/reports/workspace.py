@@ -22,6 +22,7 @@ from ontime.reports.builders import DRIFT_GUIDE, ROC_AUC_GUIDE
 # Snapshot tags: the dashboard's panels select their series with them.
 DRIFT, CLASSIFICATION, MONTHLY, WINDOW, SERVED = "drift", "classification", "monthly", "window", "served"
 VALIDATION = "validation"  # a report on the validation rows (they chose the champion)
+QUALITY = "quality"  # a day of served traffic with late labels (ontime monitor --outcomes)
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -95,6 +96,11 @@ def add_snapshot(workspace: Workspace, proj: Project, snapshot: Snapshot) -> uui
     return sid
 
 
+EMPTY_QUALITY = (
+    "Empty here until ontime monitor has joined served predictions with their late labels: `ontime "
+    "outcomes --from DAY --to DAY`, then `ontime monitor --outcomes outcomes/` (README: Quality with "
+    "late labels); one bar per day and served model version with labels of both classes."
+)
 EMPTY_SERVED = (
     "Empty here until ontime monitor has run: serve the model, send it traffic, run `ontime monitor`, "
     "then open its workspace: `evidently ui --workspace reports/monitoring` (README: Monitoring). The "
@@ -104,8 +110,9 @@ EMPTY_SERVED = (
 
 def dashboard() -> DashboardModel:
     """Two tabs. Drift: share of drifted features, training vs test window, by month, and in served
-    traffic. Model quality: the champion's ROC AUC on the test window and on every month with labels
-    the champion was not trained on (validation and test rows).
+    traffic. Model quality: the champion's ROC AUC on the test window, on every month with labels
+    the champion was not trained on (validation and test rows), and per day of served traffic once
+    its late labels arrive (``ontime monitor --outcomes``, snapshots tagged ``quality``).
 
     Series over time are bars (Evidently 0.7's line plots start their y axis at the data's minimum, so
     0.45 -> 0.40 looks like a collapse; bars start at 0), each beside its test's threshold (a guide,
@@ -127,13 +134,15 @@ def dashboard() -> DashboardModel:
             )  # fmt: skip
         return series
 
-    def roc_auc(tag: str, guide: bool = False) -> list[PanelMetric]:
-        series = [PanelMetric(legend="ROC AUC", metric="RocAuc", tags=[CLASSIFICATION, tag])]
+    def roc_auc(tag: str, guide: bool = False, floor: str = "floor (test fails below)") -> list[PanelMetric]:
+        # QUALITY alone selects the served days: no other snapshot carries it
+        tags = [tag] if tag == QUALITY else [CLASSIFICATION, tag]
+        series = [PanelMetric(legend="ROC AUC", metric="RocAuc", tags=tags)]
         if guide:
             series.append(
                 PanelMetric(
-                    legend="floor (test fails below)", metric="MeanValue",
-                    tags=[CLASSIFICATION, tag], metric_labels={"column": guide_column(ROC_AUC_GUIDE)},
+                    legend=floor, metric="MeanValue", tags=tags,
+                    metric_labels={"column": guide_column(ROC_AUC_GUIDE)},
                 )
             )  # fmt: skip
         return series
@@ -169,6 +178,14 @@ def dashboard() -> DashboardModel:
                 description="Every month with labels the champion did not train on: the validation "
                 "months (they chose the champion and its threshold, so they flatter it) and the test "
                 "months. The report's test fails below params report.min_roc_auc.",
+            ),
+            bar_plot_panel(
+                "Champion ROC AUC per day of served traffic, with late labels (ontime monitor --outcomes)",
+                roc_auc(QUALITY, guide=True, floor="alert floor (validation ROC AUC - max drop)"),
+                description="Each local day of served predictions whose outcomes have arrived, on its "
+                "labelled predictions. ontime monitor alerts (exit 1) when the ROC AUC pooled over the "
+                "newest monitor.quality.window_days days falls below the floor: the champion's "
+                "validation ROC AUC minus monitor.quality.max_roc_auc_drop. " + EMPTY_QUALITY,
             ),
         ],
     }

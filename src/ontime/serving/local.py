@@ -56,7 +56,7 @@ def free_port() -> int:
         return port
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group (circus then stops its workers), then SIGKILL it if it has not
     exited within 30 s, and any worker still alive. Circus starts every worker (one or more per
     service) in a session of its own, out of the group: they are found as the server's children."""
@@ -130,7 +130,7 @@ def serve_bento(
                 try:
                     ready = _wait_ready(proc, url, ready_s=ready_s, output=output, offset=offset)
                 except BaseException:
-                    _stop(proc)
+                    stop_server(proc)
                     raise
             if ready:
                 break
@@ -141,4 +141,4 @@ def serve_bento(
         try:
             yield url
         finally:
-            _stop(proc)
+            stop_server(proc)

@@ -164,6 +164,18 @@ class ServeConfig(StrictModel):
         "in /docs.json starts with this. A name that is no request field (a column this model does "
         "not need) is ignored",
     )
+    key: list[str] = Field(
+        default_factory=list,
+        description="request fields that together identify a record (a flight: carrier, flight, "
+        "origin, time_hour): the request log keeps them as its key, and late labels (`ontime "
+        "outcomes`) are joined to served predictions by it; empty: the log keeps no key",
+    )
+    runtime: Literal["auto", "native", "onnx"] = Field(
+        default="auto",
+        description="how the service runs the champion's networks: onnx (ONNX Runtime; packaging "
+        "fails when the champion holds no network), native (PyTorch, LightGBM, numpy as trained), "
+        "auto (ONNX Runtime when the champion holds a network, else native)",
+    )
 
     @field_validator("records", "record", "probability", "positive")
     @classmethod
@@ -907,18 +919,61 @@ class Scorer:
         self.spec = FeatureSpec.load(folder / "feature_spec.json")
         card = read_json(folder / "model_card.json")
         self.threshold: float = float(card["threshold"])
-        self.version: str = (
-            read_json(folder / "bundle.json")["version"]
-            if (folder / "bundle.json").is_file()
-            else card["champion"]
-        )
-        self.candidate: Candidate = load_candidate(folder)
+        bundle = read_json(folder / "bundle.json") if (folder / "bundle.json").is_file() else None
+        self.version: str = bundle["version"] if bundle is not None else card["champion"]
+        self.runtime: Literal["native", "onnx"] = self._runtime(folder, bundle or {})
+        self.candidate: Candidate = load_candidate(folder, self.runtime)
         self.lookups = {p.stem: pl.read_parquet(p) for p in sorted((folder / "lookups").glob("*.parquet"))}
         # Bundles packaged before the schema was recorded have none: their fields are the declared columns.
         self.schema = RecordedSchema.load(folder / SCHEMA_FILE) if (folder / SCHEMA_FILE).is_file() else None
         fields = request_fields(self.data, self.clean, self.feat, self.serve, self.spec, self.schema)
         self.fields = lookup_examples(fields, self.feat, self.lookups)
+        # The lookup tables never change: clean them once, as the clean stage did, not per request.
+        self.clean_lookups = {
+            table: apply_value_rules(df, self.clean.tables[table])[0] if table in self.clean.tables else df
+            for table, df in self.lookups.items()
+        }
+        unknown = [k for k in self.serve.key if k not in {f.name for f in self.fields}]
+        if unknown:
+            raise DataError(
+                f"{folder}: serve.key names {unknown}, which are not request fields of this model "
+                f"({[f.name for f in self.fields]}); fix serve.key in conf/ and package again"
+            )
         self.Record = request_model(self.fields, name=self.serve.record.title())
+
+    RUNTIME_ENV = "ONTIME_RUNTIME"  # native|onnx: score with this runtime instead of the bundle's
+
+    def _runtime(self, folder: Path, bundle: dict[str, Any]) -> Literal["native", "onnx"]:
+        """How the champion's networks run: as packaged (``bundle.json``'s ``runtime``; native for a
+        bundle packaged before it was recorded), or as ``$ONTIME_RUNTIME`` asks, for comparisons."""
+        import os
+
+        from ontime.candidates import ONNX_FILE
+        from ontime.errors import ConfigError
+
+        packaged = bundle.get("runtime", "native")
+        if packaged not in ("native", "onnx"):
+            raise DataError(
+                f"{folder / 'bundle.json'}: unknown runtime {packaged!r} (native or onnx); package "
+                "the champion again with `dvc repro package`"
+            )
+        asked = os.environ.get(self.RUNTIME_ENV, "").strip()
+        if not asked:
+            return "onnx" if packaged == "onnx" else "native"
+        if asked == "native":
+            return "native"
+        if asked != "onnx":
+            raise ConfigError(
+                f"{self.RUNTIME_ENV}={asked!r}: use native or onnx, or unset it to score with the "
+                f"runtime the model was packaged with ({packaged})"
+            )
+        if not any(folder.rglob(ONNX_FILE)):
+            raise DataError(
+                f"{self.RUNTIME_ENV}=onnx, but model {self.version} was packaged with runtime {packaged} "
+                f"and holds no {ONNX_FILE}; package it with serve.runtime onnx (or auto, for a champion "
+                f"with a PyTorch network), or unset {self.RUNTIME_ENV}"
+            )
+        return "onnx"
 
     def check_servable(self) -> None:
         """A clear error when no request could be scored: the request schema has no fields."""
@@ -965,7 +1020,7 @@ class Scorer:
         base = raw.select(base_cols).with_columns(
             pl.lit(0, dtype=pl.Int8).alias(LABEL), pl.int_range(pl.len()).alias("_row")
         )
-        tables = dict(self.lookups)
+        tables = dict(self.clean_lookups)
         joins = []
         for join in self.feat.joins:
             if join.table not in self.serve.request_tables:
@@ -978,9 +1033,9 @@ class Scorer:
                 pl.int_range(pl.len()).alias("_row"), *(pl.col(names[c]).alias(c) for c in join.columns)
             )
             joins.append(join.model_copy(update={"left_on": ["_row"], "right_on": ["_row"]}))
-        for table, df in list(tables.items()):
-            if table in self.clean.tables:
-                tables[table] = apply_value_rules(df, self.clean.tables[table])[0]
+        for table in self.serve.request_tables:  # the request's own values: cleaned per request
+            if table in tables and table in self.clean.tables:
+                tables[table] = apply_value_rules(tables[table], self.clean.tables[table])[0]
         tables[self.feat.base] = (
             apply_value_rules(base, self.clean.tables[self.feat.base])[0]
             if self.feat.base in self.clean.tables

@@ -21,6 +21,11 @@ includes. Packaging the same champion with the same code gives the same tags on 
 ``dvc repro --force --single-item package``, and an existing tag is reused rather than duplicated.
 The Bento is built from a temporary copy of ``src/`` holding ``ontime/serving/served_model.json``
 (the model tag), so a Bento serves the model it was built with, always.
+
+``serve.runtime`` decides how the service runs the champion's PyTorch networks (:func:`prepare_runtime`):
+``onnx`` (and ``auto``, when the champion holds a network) exports ``model.onnx`` into every torch
+candidate folder of the bundle, checked against PyTorch before anything is stored; ``bundle.json``
+records the runtime. The export is byte-for-byte reproducible, so the tags stay content hashes.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from ontime.candidates import CANDIDATE_FILE, ONNX_FILE, Runtime, torch_folders
 from ontime.config import FeaturizeConfig, load_params, section
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json
@@ -47,6 +53,8 @@ log = logging.getLogger(__name__)
 
 SERVED_MODEL_FILE = "served_model.json"  # inside a Bento: ontime/serving/served_model.json
 CHAMPION_FILES = ("candidate.json", "model_card.json", "params.yaml", "feature_spec.json")
+PARITY_TOLERANCE = 1e-6  # max abs difference of ONNX Runtime's probabilities from PyTorch's
+PARITY_ROWS = 2048  # seeded synthetic network inputs per exported network
 
 
 def served_model_tag(package_json: str | Path | None = None) -> tuple[str, str]:
@@ -151,6 +159,76 @@ def assemble_bundle(
     for table, path in lookups.items():
         shutil.copy2(path, dest / "lookups" / f"{table}.parquet")
     write_json(dest / "bundle.json", {"version": version})
+
+
+def resolve_runtime(bundle: Path, runtime: Literal["auto", "native", "onnx"]) -> Runtime:
+    """``serve.runtime`` for the champion in ``bundle``: ``auto`` is ``onnx`` when it holds at least
+    one PyTorch network, else ``native``; ``onnx`` without a network is a clear error."""
+    networks = torch_folders(bundle)
+    if runtime == "auto":
+        return "onnx" if networks else "native"
+    if runtime == "onnx" and not networks:
+        info = read_json(bundle / CANDIDATE_FILE)
+        raise DataError(
+            f"serve.runtime is onnx, but the champion {info.get('name')!r} ({info.get('kind')}) holds no "
+            "PyTorch network to run in ONNX Runtime; set serve.runtime: native (or auto) and package again"
+        )
+    return runtime
+
+
+def prepare_runtime(
+    bundle: Path,
+    runtime: Literal["auto", "native", "onnx"],
+    *,
+    n_rows: int = PARITY_ROWS,
+    seed: int = 0,
+    tolerance: float = PARITY_TOLERANCE,
+) -> dict[str, Any]:
+    """Make the bundle's champion runnable in the resolved ``runtime``; returns ``bundle.json``'s
+    entries for it.
+
+    With ``onnx``, each torch candidate folder of the bundle (the champion's own, or its members',
+    recursively) gets ``model.onnx`` (written atomically, the same bytes on every run), which is
+    loaded in ONNX Runtime and checked against the PyTorch network on ``n_rows`` seeded synthetic
+    inputs (:func:`ontime.export.onnx.synthetic_inputs`): probabilities within ``tolerance``.
+
+    Returns:
+        ``{"runtime": "native"}``, or ``{"runtime": "onnx", "onnx_max_abs_diff": <the largest
+        difference over the networks>}``.
+
+    Raises:
+        DataError: ``onnx`` for a champion without a network, or a network whose export differs
+            by more than ``tolerance``; no ``model.onnx`` is left behind then.
+    """
+    resolved = resolve_runtime(bundle, runtime)
+    if resolved == "native":
+        return {"runtime": "native"}
+    from ontime.candidates.torch_model import TorchCandidate
+    from ontime.export.onnx import OnnxCandidate, export_onnx, parity_max_abs_diff, synthetic_inputs
+
+    written: list[Path] = []
+    worst = 0.0
+    try:
+        for folder in torch_folders(bundle):
+            native = TorchCandidate.load(folder)
+            written.append(export_onnx(native, folder / ONNX_FILE))
+            exported = OnnxCandidate.load(folder)
+            x_num, x_cat = synthetic_inputs(native.preprocessor, n_rows=n_rows, seed=seed)
+            diff = parity_max_abs_diff(native, exported, x_num, x_cat)
+            where = folder.relative_to(bundle).as_posix()
+            log.info("package: %s exported to ONNX, max abs difference %.3g", where, diff)
+            if not diff <= tolerance:
+                raise DataError(
+                    f"{where or '.'}: ONNX Runtime's probabilities differ from PyTorch's by up to {diff:.3g} "
+                    f"(tolerance {tolerance:g}) on {n_rows} synthetic rows; set serve.runtime: native "
+                    "to serve the networks in PyTorch, and package again"
+                )
+            worst = max(worst, diff)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return {"runtime": "onnx", "onnx_max_abs_diff": worst}
 
 
 def _metadata(value: Any) -> Any:
@@ -263,12 +341,14 @@ def main(
         staged.mkdir()
         assemble_bundle(champion, lookups, staged, params=params, version="", schema=schema)
         (staged / "bundle.json").unlink()
+        runtime = prepare_runtime(staged, serve.runtime)  # model.onnx files are hashed with the rest
         files = [f for f in staged.rglob("*") if f.is_file()]
         tag = f"{serve.model_name}:{content_version(tree_sha256(staged, files))}"
-        write_json(staged / "bundle.json", {"version": tag})
+        write_json(staged / "bundle.json", {"version": tag, **runtime})
         if stored("model", tag):
             log.info("package: model %s is already in the store (same content): reused", tag)
         else:
+            metadata["runtime"] = runtime["runtime"]
             with bentoml.models.create(tag, labels=labels, metadata=_metadata(metadata)) as model:
                 shutil.copytree(staged, model.path, dirs_exist_ok=True)
                 Scorer(model.path)  # fails here, before anything is saved, when the bundle does not load

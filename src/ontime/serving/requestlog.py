@@ -3,8 +3,13 @@
 Each line is exactly::
 
     {"ts": "2013-12-01T12:00:00.123456+00:00", "request_id": "<uuid4, one per HTTP request>",
-     "model_version": "ontime-delay:<version>", "features": {"<feature>": <value>, ...},
-     "probability": 0.42, "decision": 0}
+     "model_version": "ontime-delay:<version>", "key": "UA|1545|EWR|2013-12-01T10:00:00Z",
+     "features": {"<feature>": <value>, ...}, "probability": 0.42, "decision": 0}
+
+``key`` identifies the record: the values of the request fields named by params ``serve.key``
+(carrier, flight, origin, scheduled hour for the default data), joined by ``|`` (``flight_key``;
+a date-time in UTC as ``YYYY-MM-DDTHH:MM:SSZ``); null when ``serve.key`` is empty. Late labels
+(``ontime outcomes``) carry the same key, and ``ontime monitor --outcomes`` joins on it.
 
 ``features`` holds the model's feature columns after online featurization (the names and values the
 model saw, as in the offline feature table), ``decision`` is 1 when ``probability`` reaches the
@@ -54,7 +59,8 @@ DEFAULT_BACKUPS = 10
 REPO_LOG = "logs/requests.jsonl"  # under the repository root (the folder holding dvc.yaml)
 BENTO_LOG = "logs/ontime-requests.jsonl"  # under $BENTOML_HOME, when no repository is around
 LOCK_SUFFIX = ".lock"
-KEYS = ("ts", "request_id", "model_version", "features", "probability", "decision")
+KEYS = ("ts", "request_id", "model_version", "key", "features", "probability", "decision")
+KEY_SEPARATOR = "|"
 
 
 def default_path(package_dir: str | Path | None = None) -> Path:
@@ -136,11 +142,39 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def key_part(value: Any) -> str:
+    """One field of a key as text: a date-time in UTC (naive: taken as UTC) as
+    ``YYYY-MM-DDTHH:MM:SSZ``, a date as ``YYYY-MM-DD``, a whole float as an integer, else ``str``."""
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.UTC) if value.tzinfo else value
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value)
+
+
+def flight_key(values: Mapping[str, Any], fields: Iterable[str]) -> str | None:
+    """The key of a record: its ``fields`` (params ``serve.key``) joined by ``|``; None for no fields.
+
+    >>> flight_key({"carrier": "UA", "flight": 1545, "origin": "EWR",
+    ...             "time_hour": dt.datetime(2013, 1, 1, 10, tzinfo=dt.UTC)},
+    ...            ["carrier", "flight", "origin", "time_hour"])
+    'UA|1545|EWR|2013-01-01T10:00:00Z'
+    """
+    fields = list(fields)
+    if not fields:
+        return None
+    return KEY_SEPARATOR.join(key_part(values.get(f)) for f in fields)
+
+
 def record(
     *,
     ts: dt.datetime,
     request_id: str,
     model_version: str,
+    key: str | None = None,
     features: Mapping[str, Any],
     probability: float,
     decision: int,
@@ -150,6 +184,7 @@ def record(
         "ts": ts.astimezone(dt.UTC).isoformat(),
         "request_id": request_id,
         "model_version": model_version,
+        "key": key,
         "features": {k: _plain(v) for k, v in features.items()},
         "probability": float(probability),
         "decision": int(decision),

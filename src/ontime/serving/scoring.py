@@ -11,6 +11,7 @@ the batch mates' requests with 503s).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ontime.serving.online import Scorer
+from ontime.serving.requestlog import flight_key, record
 
 # A child of BentoML's logger, so `bentoml serve` prints it with its own (worker-tagged) lines.
 log = logging.getLogger("bentoml.ontime")
@@ -66,3 +68,41 @@ def _scored(features: dict[str, Any], p: float, noun: str) -> Scored:
         error=f"the model gives no finite probability for this {noun}{hint}; check its numeric fields",
         status=422,
     )
+
+
+def answers(
+    scorer: Scorer,
+    prediction: type[BaseModel],
+    sent: list[dict[str, Any]],
+    scored: list[Scored],
+    *,
+    request_id: str,
+    version: str,
+    now: dt.datetime,
+) -> tuple[list[BaseModel], list[dict[str, Any]]]:
+    """The answers (``prediction``: the API's model, fields named by params ``serve``) and the
+    request-log entries for records ``sent`` that were all scored, in order; each entry keyed by
+    the record's ``serve.key`` fields (``requestlog.flight_key``)."""
+    names = scorer.serve
+    predictions, entries = [], []
+    for s, values in zip(scored, sent, strict=True):
+        if s.probability is None:
+            raise ValueError(f"answers: a record was not scored ({s.error}); answer its error instead")
+        positive = s.probability >= scorer.threshold
+        predictions.append(
+            prediction(
+                **{names.probability: s.probability, names.positive: positive, "model_version": version}
+            )
+        )
+        entries.append(
+            record(
+                ts=now,
+                request_id=request_id,
+                model_version=version,
+                key=flight_key(values, names.key),
+                features=s.features,
+                probability=s.probability,
+                decision=int(positive),
+            )
+        )
+    return predictions, entries

@@ -81,8 +81,8 @@ from starlette.responses import JSONResponse
 from ontime.io import read_json
 from ontime.serving.online import Body, Scorer, openapi_examples
 from ontime.serving.package import served_model_tag
-from ontime.serving.requestlog import RequestLog, record, rotation_settings
-from ontime.serving.scoring import Scored, score_records
+from ontime.serving.requestlog import RequestLog, rotation_settings
+from ontime.serving.scoring import Scored, answers, score_records
 
 # A child of BentoML's logger, so `bentoml serve` prints it with its own (worker-tagged) lines.
 log = logging.getLogger("bentoml.ontime")
@@ -351,11 +351,12 @@ class OntimeDelay:
         card = read_json(MODEL_PATH / "model_card.json")
         lineage = card.get("lineage") or {}
         log.info(
-            "ontime: serving %s (from %s): champion %s, data %s, source data %s, split %s, git %s; "
-            "request log %s, batching %s",
+            "ontime: serving %s (from %s): champion %s (runtime %s), data %s, source data %s, split %s, "
+            "git %s; request log %s, batching %s",
             self.version,
             MODEL_SOURCE,
             card.get("champion"),
+            SCORER.runtime,
             SCORER.data.name,
             lineage.get("collect", {}).get("outs"),
             lineage.get("split", {}).get("outs"),
@@ -429,7 +430,8 @@ class OntimeDelay:
         self, records: list[Any], loc: Callable[[int], list[str | int]]
     ) -> tuple[str, list[BaseModel]] | JSONResponse:
         request_id = str(uuid.uuid4())
-        scored = await self._score([r.model_dump() for r in records])
+        dumped = [r.model_dump() for r in records]
+        scored = await self._score(dumped)
         if isinstance(scored, JSONResponse):
             return scored
         failed = [(i, s) for i, s in enumerate(scored) if s.error is not None]
@@ -438,28 +440,10 @@ class OntimeDelay:
                 return error_response(500, SERVER_ERROR)  # the scorer logged the traceback, once
             detail = [{"loc": loc(i), "msg": s.error, "type": "unscorable"} for i, s in failed]
             return error_response(422, f"{len(failed)} {RECORD}(s) could not be scored", detail)
-        now = dt.datetime.now(dt.UTC)
-        threshold = self.scorer.threshold
-        predictions = []
-        entries = []
-        for s in scored:
-            assert s.probability is not None
-            positive = s.probability >= threshold
-            predictions.append(
-                API.prediction(
-                    **{PROBABILITY: s.probability, POSITIVE: positive, "model_version": self.version}
-                )
-            )
-            entries.append(
-                record(
-                    ts=now,
-                    request_id=request_id,
-                    model_version=self.version,
-                    features=s.features,
-                    probability=s.probability,
-                    decision=int(positive),
-                )
-            )
+        predictions, entries = answers(
+            self.scorer, API.prediction, dumped, scored, request_id=request_id, version=self.version,
+            now=dt.datetime.now(dt.UTC),
+        )  # fmt: skip
         self.log.write(entries)
         return request_id, predictions
 

@@ -419,6 +419,7 @@ def train_one_epoch(
     cfg: TrainConfig,
     n_scaled: int,
     desc: str = "train",
+    span: str | None = None,
 ) -> tuple[float, float]:
     """Train epoch ``epoch`` (counted from 0) of ``cfg.epochs``: one ``opt`` and ``schedule`` step a batch.
 
@@ -427,7 +428,7 @@ def train_one_epoch(
     reseeded from (seed, epoch), so the epoch is the same computation whenever it runs. ``train.l1``
     applies to the groups with weight decay. Returns the mean training loss over this rank's rows
     and the schedule's factor at the epoch's last step. Raises TrainingError when the loss is not
-    finite.
+    finite. ``span`` ends the progress bar's text ("of 7" for a refit; default "(up to epochs)").
     """
     torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and augmentation of this epoch
     gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
@@ -439,7 +440,7 @@ def train_one_epoch(
     batches = range(0, len(order), per_rank_batch)
     with tqdm(  # closed (the line cleared) on Ctrl-C too, before the error's line
         batches,
-        desc=f"{desc} epoch {epoch + 1} (up to {cfg.epochs})",
+        desc=f"{desc} epoch {epoch + 1} {span or f'(up to {cfg.epochs})'}",
         leave=False,
         disable=None if rt.is_main else True,
     ) as bar:
@@ -606,6 +607,8 @@ def fit(
             for row in history:  # a resumed run rebuilds its curves from the checkpoint
                 _log_epoch(live, row)
             last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+            # a refit runs exactly its epochs ("of 7"); a fit may stop early ("(up to 30)")
+            span = f"(up to {cfg.epochs})" if stop_after is None else f"of {last}"
             for epoch in range(start_epoch, last):
                 current = epoch
                 started = time.perf_counter()
@@ -624,6 +627,7 @@ def fit(
                     cfg=cfg,
                     n_scaled=n_scaled,
                     desc=desc,
+                    span=span,
                 )
                 metrics = evaluate_arrays(model, valid, batch_size=cfg.eval_batch_size, device=rt.device)
                 row = {
@@ -640,11 +644,10 @@ def fit(
                 if stopper.update(metrics["roc_auc"], epoch):
                     best_state = state_dict_cpu(model)
                 log.info(
-                    "%s epoch %d (up to %d): train loss %.4f, valid loss %.4f, valid ROC AUC %.4f "
-                    "(best %.4f) %.1fs",
+                    "%s epoch %d %s: train loss %.4f, valid loss %.4f, valid ROC AUC %.4f (best %.4f) %.1fs",
                     desc,
                     epoch + 1,
-                    cfg.epochs,
+                    span,
                     row["train/loss"],
                     metrics["loss"],
                     metrics["roc_auc"],
