@@ -47,7 +47,7 @@ ontime monitor --outcomes outcomes --out "$work/monitor-1.html" > "$work/monitor
 log "4. retrain with those labels: December 1-8 join the fine-tuning rows, 9-15 are held back"
 ontime params split.windows.finetune.end=2013-12-09 split.windows.test.start=2013-12-09
 dvc repro
-git add -A . ':!outcomes' ':!logs' && git commit -qm "fine-tune on labels through December 8"
+git add -A && git commit -qm "fine-tune on labels through December 8"
 
 log "5. the gate: the challenger against prod on December 9-15, which neither trained on"
 ontime gate --from 2013-12-09 --to 2013-12-15 --promote --out "$work/gate.json" \

@@ -468,9 +468,10 @@ def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument(
         "--card",
-        default="models/champion/model_card.json",
+        default=None,
         help="the served champion's model card: its validation ROC AUC is the quality alert's "
-        "reference; read with --outcomes only (default: %(default)s)",
+        "reference; read with --outcomes only (default: the card of the model that served the "
+        "log's newest entry, from the BentoML store; else models/champion/model_card.json)",
     )
 
 

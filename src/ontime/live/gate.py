@@ -250,6 +250,14 @@ def main(
             f"the challenger ({chal_tag}) is the model {stage} serves ({registry.ARTIFACT}@"
             f"{serving.version}); train a new one first (change the data or params, then `dvc repro`)"
         )
+    if promote:  # before any work: a promotion registers HEAD, which must be the challenger
+        head = registry.package_at(registry.git("rev-parse", "HEAD"))
+        if head.get("model_tag") != chal_tag:
+            raise DataError(
+                f"HEAD's {registry.PACKAGE_FILE} names {head.get('model_tag')}, not the challenger "
+                f"{chal_tag}: commit the challenger (git add dvc.lock {registry.PACKAGE_FILE} ...; git "
+                "commit) before promoting it"
+            )
     champ, chal = load_model(champ_tag), load_model(chal_tag)
     check_window(first, {"champion": champ, "challenger": chal})
     rows = window_rows(Path(features), feat, first, last)
@@ -270,13 +278,6 @@ def main(
         "promoted": None,
     }
     if result.passed and promote:
-        head = registry.package_at(registry.git("rev-parse", "HEAD"))
-        if head.get("model_tag") != chal_tag:
-            raise DataError(
-                f"HEAD's {registry.PACKAGE_FILE} names {head.get('model_tag')}, not the challenger "
-                f"{chal_tag}: commit the challenger (git add dvc.lock {registry.PACKAGE_FILE} ...; git "
-                "commit) before promoting it"
-            )
         why = (
             f"gate {first}..{last}: {cfg.metric} {result.challenger:.4f} vs {result.champion:.4f} "
             f"({registry.ARTIFACT}@{serving.version}) on {result.rows} rows, {result.reason}"

@@ -188,6 +188,7 @@ def replay(
     timeout_s: float = 60.0,
 ) -> Replayed:
     url = check_loopback(url)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request: the summary counts
     if speed < 0 or max_pause < 0 or batch < 1 or (limit is not None and limit < 1):
         raise ConfigError(
             f"--speed {speed}, --max-pause {max_pause}: not negative; --batch {batch}, --limit {limit}: "

@@ -485,6 +485,32 @@ class QualityInputs:
     timezone: str | None
 
 
+def served_card(requests: RequestLog) -> str:
+    """The model card of the model that served the newest entry of the log: the bundle's
+    ``model_card.json`` in the BentoML store (its ``model_version`` is a pinned model tag), so the
+    quality alert compares the served model with its own validation figure, whatever the workspace
+    holds now (a challenger just trained, say). ``DEFAULT_CARD`` when that model is not in the store."""
+    versions = requests.scored.get_column("model_version").drop_nulls()
+    if versions.len() == 0:
+        return DEFAULT_CARD
+    tag = str(versions[-1])
+    try:
+        import bentoml
+        from bentoml.exceptions import BentoMLException
+
+        card = Path(bentoml.models.get(tag).path) / "model_card.json"
+    except (BentoMLException, ValueError) as exc:
+        log.warning(
+            "monitor: the newest entry's model %s is not in the BentoML store (%s): the quality "
+            "reference is %s; pass --card to choose",
+            tag,
+            exc,
+            DEFAULT_CARD,
+        )
+        return DEFAULT_CARD
+    return str(card) if card.is_file() else DEFAULT_CARD
+
+
 def read_quality_inputs(
     params: dict[str, Any], params_path: str, outcomes_path: str, card_path: str
 ) -> QualityInputs:
@@ -529,7 +555,7 @@ def main(
     out_html: str,
     pipeline_workspace_dir: str | None = None,
     outcomes_path: str | None = None,
-    card_path: str = DEFAULT_CARD,
+    card_path: str | None = None,
 ) -> int:
     """Run the monitor; 0: no alert, 1: drift above ``monitor.drift_share_threshold`` or, with
     ``outcomes_path``, a quality alert (a DataError, exit 2 from the ``ontime`` command, for anything
@@ -540,7 +566,8 @@ def main(
     workspace, whose snapshots are copied into ``workspace_dir`` (``refresh_pipeline_snapshots``);
     None: copy nothing. ``outcomes_path``: late labels (a ``.jsonl`` file or a folder of them), joined
     with the log by key (``ontime.reports.quality``), judged against the champion's validation ROC AUC
-    in ``card_path``; None: drift only. With outcomes, a log of fewer than ``monitor.min_rows``
+    in ``card_path`` (None: the card of the model that served the newest entry, ``served_card``);
+    no outcomes: drift only. With outcomes, a log of fewer than ``monitor.min_rows``
     requests is judged on quality alone (drift is reported as not judged); without, it is an error.
     """
     log_path = str(default_path()) if log_path is None else log_path
@@ -560,12 +587,14 @@ def main(
         check_workspace(pipeline_workspace_dir)
     if not Path(reference_path).is_file():
         raise DataError(f"{reference_path}: training reference not found; run dvc repro split")
-    inputs = (
-        None if outcomes_path is None else read_quality_inputs(params, params_path, outcomes_path, card_path)
-    )
     reference = pl.read_parquet(reference_path)
     spec.check(reference, where=reference_path, target=False)
     requests = read_request_log(log_path, spec)
+    inputs = (
+        None
+        if outcomes_path is None
+        else read_quality_inputs(params, params_path, outcomes_path, card_path or served_card(requests))
+    )
     summary = request_summary(requests)
     result: Drift | None = None
     if inputs is not None and requests.features.height < cfg.min_rows:
