@@ -130,6 +130,26 @@ def test_monitor_joins_late_labels_and_its_daily_roc_auc_is_sklearns(served: Ser
     assert quality["unmatched_outcomes"] == len(set(labels) - served_keys) + 1
 
 
+def test_a_log_with_no_labels_yet_reports_no_labels_and_exits_0(served: Served, tmp_path: Path) -> None:
+    """Outcomes so far only for flights this service never scored: nothing to judge, no alert."""
+    stray = tmp_path / "stray.jsonl"
+    stray.write_text(
+        json.dumps({"key": "ZZ|1|JFK|2013-02-11T12:00:00Z", "scheduled": "2013-02-11T12:00:00Z", "label": 1})
+        + "\n"
+    )
+    proc = sh(
+        ["ontime", "monitor", "--log", str(served.log), "--outcomes", str(stray), "--workspace",
+         str(tmp_path / "ws"), "--pipeline-workspace", "", "--out", str(tmp_path / "monitor.html")],
+        served.repo, served.environ, ok=(0, 1),
+    )  # fmt: skip
+    quality = json.loads(proc.stdout)["quality"]
+    assert quality["status"] == "no labels"
+    assert quality["labelled"] == 0
+    assert quality["unmatched_outcomes"] == 1
+    assert "quality" not in json.loads(proc.stdout)["alerts"]
+    assert proc.returncode == (1 if json.loads(proc.stdout)["drift"] else 0)  # only drift may fire
+
+
 # ------------------------------------------------------------------------------------ the gate ---
 GATE_DAYS = ("2013-02-11", "2013-02-28")  # after every training row of the smoke models (Feb 9)
 # A stump: one LightGBM tree of two leaves, the only candidate: a challenger surely worse.
