@@ -415,12 +415,7 @@ def monitor(
             f"{log_name}: Evidently could not compute the drift report over {columns.tested}: {exc}"
         ) from exc
     summary = {
-        "requests": requests.features.height,
-        "skipped_lines": requests.skipped,
-        "log_files": requests.files,
-        "from": requests.first.isoformat() if requests.first else None,
-        "to": requests.last.isoformat() if requests.last else None,
-        "model_versions": requests.model_versions,
+        **request_summary(requests),
         "drift_share": round(result.share, 6),
         "drifted_features": result.drifted,
         "features": len(spec.columns),
