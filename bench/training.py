@@ -31,10 +31,14 @@ import torch
 import yaml
 from machine import cpu_model  # bench/machine.py: this script's folder is on sys.path
 
-from ontime.config import PreprocessConfig, TrainConfig, model_section, section, seed
+from ontime.config import section, seed
+from ontime.config.baseline import BaselineConfig
+from ontime.config.model import model_section
+from ontime.config.preprocess import PreprocessConfig
+from ontime.config.train import TrainConfig
 from ontime.overrides import compose
 from ontime.spec import FeatureSpec, mask_optional, read_part
-from ontime.training.baseline import BaselineConfig, fit_lightgbm, roc_auc
+from ontime.training.baseline import fit_lightgbm, roc_auc
 from ontime.training.loop import setup_runtime
 from ontime.training.train import train
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from ontime.candidates import load_candidate
 from ontime.candidates.torch_model import TorchCandidate, build_model
-from ontime.config import FinetuneConfig, TrainConfig
+from ontime.config.finetune import FinetuneConfig
+from ontime.config.train import TrainConfig
 from ontime.errors import DataError
 from ontime.io import read_json
 from ontime.models.ft_transformer import FTTransformer

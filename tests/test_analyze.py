@@ -17,7 +17,8 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from ontime.config import section
-from ontime.data.analyze import FIX, AnalyzeConfig, main, pca, source_check
+from ontime.config.analyze import AnalyzeConfig
+from ontime.data.analyze import FIX, main, pca, source_check
 from ontime.errors import ConfigError, DataError
 from ontime.params import validate
 from ontime.spec import LABEL_SOURCE

@@ -20,7 +20,11 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from ontime.config import CleanConfig, DataConfig, FeaturizeConfig, section
+from ontime.config import section
+from ontime.config.clean import CleanConfig
+from ontime.config.data import DataConfig
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.serve import ServeConfig
 from ontime.data.clean import LABEL, hhmm_violation
 from ontime.data.collect import POLARS_DTYPES, record_schema
 from ontime.errors import ConfigError
@@ -29,7 +33,6 @@ from ontime.serving.online import (
     RecordedSchema,
     RequestField,
     Scorer,
-    ServeConfig,
     api_models,
     openapi_examples,
     record_example,

@@ -16,16 +16,11 @@ from sklearn.metrics import roc_auc_score
 from ontime.candidates import VALID_PART, load_candidate, validation_predictions
 from ontime.candidates.lightgbm_model import LightGBMCandidate
 from ontime.config import section
+from ontime.config.baseline import BaselineConfig
 from ontime.errors import ConfigError, DataError
 from ontime.io import read_json
 from ontime.spec import FeatureSpec, mask_optional, read_part
-from ontime.training.baseline import (
-    BaselineConfig,
-    cross_validate,
-    fit_lightgbm,
-    main,
-    recency_weights,
-)
+from ontime.training.baseline import cross_validate, fit_lightgbm, main, recency_weights
 from tests.conftest import compose_params
 
 # conf/ defaults with fewer, smaller trees so that the file runs in seconds.

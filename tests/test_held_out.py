@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ontime.candidates import VALID_PART, load_held_out, save_held_out, validation_predictions
-from ontime.config import EnsembleConfig, EvaluateConfig
+from ontime.config.ensemble import EnsembleConfig
+from ontime.config.evaluate import EvaluateConfig
 from ontime.evaluation.evaluate import evaluate
 from ontime.spec import FeatureSpec
 from ontime.training.ensemble import build

@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from ontime.config import CleanConfig, LabelConfig, section
-from ontime.serving.online import ServeConfig, api_models, request_model
+from ontime.config import section
+from ontime.config.clean import CleanConfig, LabelConfig
+from ontime.config.serve import ServeConfig
+from ontime.serving.online import api_models, request_model
 from tests.conftest import compose_params
 
 BASE: dict[str, Any] = {"table": "t", "column": "c", "threshold": None, "positive_value": None}

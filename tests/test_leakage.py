@@ -93,7 +93,9 @@ def test_masking_blanks_whole_groups_on_fitting_rows_only(data_run: Path) -> Non
 
 
 def test_optional_groups_must_name_features(data_run: Path) -> None:
-    from ontime.config import FeaturizeConfig, LabelConfig, section
+    from ontime.config import section
+    from ontime.config.clean import LabelConfig
+    from ontime.config.featurize import FeaturizeConfig
     from ontime.errors import DataError
 
     params = compose_params()

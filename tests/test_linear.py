@@ -12,14 +12,15 @@ import yaml
 
 from ontime.candidates import VALID_PART, load_candidate, validation_predictions
 from ontime.candidates.linear_model import LinearCandidate
-from ontime.config import PreprocessConfig, section
+from ontime.config import section
+from ontime.config.linear import LinearConfig
+from ontime.config.preprocess import PreprocessConfig
 from ontime.errors import ConfigError, DataError
 from ontime.evaluation import select
 from ontime.io import read_json, write_json
 from ontime.spec import FeatureSpec, binary_labels, mask_optional
 from ontime.training.linear import (
     FITTING,
-    LinearConfig,
     design_matrix,
     fit_linear,
     fit_logistic,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from ontime.config import TrainConfig
+from ontime.config.train import TrainConfig
 from ontime.models.mlp import MLP
 from ontime.models.roles import parameter_roles
 from ontime.training import loop

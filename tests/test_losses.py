@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from ontime.config import TrainConfig, load_params, section
+from ontime.config import load_params, section
+from ontime.config.train import TrainConfig
 from ontime.training.losses import BinaryLoss, balanced_pos_weight, focal_loss, make_loss, smooth_targets
 from tests.conftest import REPO
 

@@ -17,7 +17,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ontime.config import DataConfig, section
+from ontime.config import section
+from ontime.config.data import DataConfig
 from ontime.errors import DataError
 from ontime.evaluation import select
 from ontime.evaluation.metrics import choose_threshold, classification_metrics, roc_auc

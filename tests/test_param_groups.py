@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ontime.config import FinetuneConfig
+from ontime.config.finetune import FinetuneConfig
 from ontime.models.ft_transformer import FTTransformer
 from ontime.models.mlp import MLP
 from ontime.models.roles import ROLES, ParameterRoles, parameter_roles, roles_from_modules

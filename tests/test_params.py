@@ -7,7 +7,11 @@ import copy
 import pytest
 import yaml
 
-from ontime.config import CleanConfig, DataConfig, FeaturizeConfig, SplitConfig, section
+from ontime.config import section
+from ontime.config.clean import CleanConfig
+from ontime.config.data import DataConfig
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.split import SplitConfig
 from ontime.errors import ConfigError
 from ontime.params import compose, validate
 from tests.conftest import REPO, compose_params

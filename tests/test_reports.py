@@ -22,6 +22,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ontime.config.monitor import MonitorConfig
+from ontime.config.report import ReportConfig
 from ontime.errors import DataError
 from ontime.io import read_json, write_json
 from ontime.reports import adapters, builders, monitor, stage
@@ -651,8 +653,8 @@ def test_monitor_reports_identifiers_and_leaves_them_out_of_the_drift_test(
         assert stats["missing_share"] == round(values.null_count() / traffic.height, 6), column
 
     # the same traffic with every column tested: the ids are what drifts
-    cfg = monitor.MonitorConfig(**{**MONITOR, "identifiers": []})
-    report = stage.ReportConfig(**REPORT)
+    cfg = MonitorConfig(**{**MONITOR, "identifiers": []})
+    report = ReportConfig(**REPORT)
     requests = monitor.read_request_log(log_path, spec)
     result, unfiltered = monitor.monitor(requests, reference, spec, cfg, report, seed=42, log_name="calm")
     assert unfiltered["identifiers"] == {}

@@ -22,7 +22,11 @@ import pytest
 from polars.testing import assert_frame_equal
 from pydantic import BaseModel, ValidationError
 
-from ontime.config import CleanConfig, DataConfig, FeaturizeConfig, TableRules, section
+from ontime.config import section
+from ontime.config.clean import CleanConfig, TableRules
+from ontime.config.data import DataConfig
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.serve import ServeConfig
 from ontime.data import clean
 from ontime.data.clean import WHITESPACE, apply_value_rules, hhmm_violation, is_blank, not_hhmm
 from ontime.errors import ConfigError, DataError
@@ -32,7 +36,6 @@ from ontime.serving.online import (
     OPTIONAL_DERIVED,
     RequestField,
     Scorer,
-    ServeConfig,
     make_field,
     request_fields,
     request_model,

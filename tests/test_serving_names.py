@@ -31,7 +31,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ontime.candidates.lightgbm_model import LightGBMCandidate, encode
-from ontime.config import CleanConfig, DataConfig, FeaturizeConfig, section
+from ontime.config import section
+from ontime.config.clean import CleanConfig
+from ontime.config.data import DataConfig
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.serve import ServeConfig
 from ontime.data.clean import LABEL
 from ontime.data.collect import record_schema
 from ontime.data.featurize import featurize
@@ -44,7 +48,6 @@ from ontime.serving.online import (
     RecordedSchema,
     RequestField,
     Scorer,
-    ServeConfig,
     api_models,
     describe,
     request_fields,

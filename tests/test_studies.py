@@ -21,11 +21,13 @@ from sklearn.metrics import roc_auc_score
 
 from ontime.candidates import VALID_PART
 from ontime.candidates.torch_model import TorchCandidate
-from ontime.config import Window
+from ontime.config.backtest import BacktestConfig
+from ontime.config.learning_curve import LearningCurveConfig
+from ontime.config.split import Window
+from ontime.config.strategies import StrategiesConfig
 from ontime.studies import markdown_table
-from ontime.studies.backtest import BacktestConfig, month_start, summarise, windows
-from ontime.studies.learning_curve import LearningCurveConfig, most_recent
-from ontime.studies.strategies import StrategiesConfig
+from ontime.studies.backtest import month_start, summarise, windows
+from ontime.studies.learning_curve import most_recent
 from tests.conftest import SHRUNK, TINY, copy_repo, run, run_stages, write_params
 
 MONTHS = ["2013-03", "2013-04"]  # conf/experiment/smoke.yaml's backtest.test_months

@@ -18,40 +18,57 @@ from ontime.overrides import compose
 
 def validate(params: dict[str, Any], *, source: str = "params") -> None:
     """Check every section with the model of the stage that reads it; ConfigError names the key."""
-    from ontime import config as c
-    from ontime.data.analyze import AnalyzeConfig
-    from ontime.live.gate import GateConfig
-    from ontime.reports.monitor import MonitorConfig
-    from ontime.reports.stage import ReportConfig
-    from ontime.serving.online import ServeConfig
-    from ontime.training.baseline import BaselineConfig
-    from ontime.training.linear import LinearConfig
-    from ontime.training.tune import TuneConfig, check_space
+    from ontime.config import StrictModel, section, seed
+    from ontime.config.analyze import AnalyzeConfig
+    from ontime.config.backtest import BacktestConfig
+    from ontime.config.baseline import BaselineConfig
+    from ontime.config.clean import CleanConfig
+    from ontime.config.data import DataConfig
+    from ontime.config.ensemble import EnsembleConfig
+    from ontime.config.evaluate import EvaluateConfig
+    from ontime.config.featurize import FeaturizeConfig
+    from ontime.config.finetune import FinetuneConfig
+    from ontime.config.gate import GateConfig
+    from ontime.config.learning_curve import LearningCurveConfig
+    from ontime.config.linear import LinearConfig
+    from ontime.config.model import model_section
+    from ontime.config.monitor import MonitorConfig
+    from ontime.config.preprocess import PreprocessConfig
+    from ontime.config.report import ReportConfig
+    from ontime.config.select import SelectConfig
+    from ontime.config.serve import ServeConfig
+    from ontime.config.split import SplitConfig
+    from ontime.config.strategies import StrategiesConfig
+    from ontime.config.train import TrainConfig
+    from ontime.config.tune import TuneConfig, check_space
 
-    c.seed(params)
-    c.model_section(params, source=source)
-    sections: dict[str, type[c.StrictModel]] = {
-        "data": c.DataConfig,
-        "clean": c.CleanConfig,
-        "featurize": c.FeaturizeConfig,
-        "split": c.SplitConfig,
+    seed(params)
+    model_section(params, source=source)
+    sections: dict[str, type[StrictModel]] = {
+        "data": DataConfig,
+        "clean": CleanConfig,
+        "featurize": FeaturizeConfig,
+        "split": SplitConfig,
         "analyze": AnalyzeConfig,
-        "preprocess": c.PreprocessConfig,
-        "train": c.TrainConfig,
-        "finetune": c.FinetuneConfig,
+        "preprocess": PreprocessConfig,
+        "train": TrainConfig,
+        "finetune": FinetuneConfig,
         "baseline": BaselineConfig,
         "linear": LinearConfig,
-        "ensemble": c.EnsembleConfig,
-        "evaluate": c.EvaluateConfig,
-        "select": c.SelectConfig,
+        "ensemble": EnsembleConfig,
+        "evaluate": EvaluateConfig,
+        "select": SelectConfig,
         "serve": ServeConfig,
         "report": ReportConfig,
         "monitor": MonitorConfig,
         "gate": GateConfig,
+        "backtest": BacktestConfig,
+        "strategies": StrategiesConfig,
+        "learning_curve": LearningCurveConfig,
     }
     for name, model in sections.items():
-        c.section(params, name, model, source=source)
-    check_space(c.section(params, "tune", TuneConfig, source=source), params, source=source)
+        section(params, name, model, source=source)
+    check_space(section(params, "tune", TuneConfig, source=source), params, source=source)
 
 
 def main(config_dir: str, output: str, overrides: Sequence[str], check: bool) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 
 import polars as pl
 
-from ontime.config import CleanConfig, LabelConfig, TableRules, load_params, section
+from ontime.config import load_params, section
+from ontime.config.clean import CleanConfig, LabelConfig, TableRules
 from ontime.data.collect import SCHEMA_FILE, record_schema
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json, write_parquet

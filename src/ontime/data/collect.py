@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 import polars as pl
 
-from ontime.config import DataConfig, DType, load_params, section
+from ontime.config import DType, load_params, section
+from ontime.config.data import DataConfig
 from ontime.errors import ConfigError, DataError
 from ontime.io import atomic_outputs, write_json, write_parquet
 

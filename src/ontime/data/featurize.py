@@ -25,7 +25,9 @@ import holidays as holidays_lib
 import numpy as np
 import polars as pl
 
-from ontime.config import FeaturizeConfig, LabelConfig, load_params, section
+from ontime.config import load_params, section
+from ontime.config.clean import LabelConfig
+from ontime.config.featurize import FeaturizeConfig
 from ontime.data.clean import LABEL
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json, write_parquet

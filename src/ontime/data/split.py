@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ontime.config import SplitConfig, load_params, section
+from ontime.config import load_params, section
 from ontime.config import seed as read_seed
+from ontime.config.split import SplitConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json, write_parquet
 

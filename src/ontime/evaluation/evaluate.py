@@ -19,7 +19,8 @@ import numpy as np
 import polars as pl
 
 from ontime.candidates import Candidate, load_candidate, validation_predictions
-from ontime.config import EvaluateConfig, load_params, section
+from ontime.config import load_params, section
+from ontime.config.evaluate import EvaluateConfig
 from ontime.errors import DataError
 from ontime.evaluation.metrics import (
     calibration_points,

@@ -25,15 +25,11 @@ import polars as pl
 import yaml
 
 from ontime.candidates import CANDIDATE_FILE
-from ontime.config import (
-    CleanConfig,
-    DataConfig,
-    EvaluateConfig,
-    LabelConfig,
-    SelectConfig,
-    load_params,
-    section,
-)
+from ontime.config import load_params, section
+from ontime.config.clean import CleanConfig, LabelConfig
+from ontime.config.data import DataConfig
+from ontime.config.evaluate import EvaluateConfig
+from ontime.config.select import SelectConfig
 from ontime.errors import DataError
 from ontime.evaluation.metrics import roc_auc
 from ontime.io import atomic_outputs, read_json, write_json

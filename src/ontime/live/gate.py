@@ -20,36 +20,23 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from ontime.candidates import CANDIDATE_FILE
-from ontime.config import FeaturizeConfig, StrictModel, load_params, section
+from ontime.config import load_params, section
 from ontime.config import seed as read_seed
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.gate import GateConfig
 from ontime.data.clean import LABEL
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json
 from ontime.serving.online import Scorer
 
 log = logging.getLogger(__name__)
-
-
-class GateConfig(StrictModel):
-    """The ``gate`` section of params.yaml."""
-
-    metric: Literal["roc_auc", "pr_auc", "neg_log_loss", "neg_brier"] = Field(
-        default="roc_auc", description="what is compared (higher is better)"
-    )
-    margin: float = Field(default=0.002, ge=0, description="promote only when challenger - champion >= this")
-    confidence: float = Field(
-        default=0.95, gt=0, lt=1, description="the paired bootstrap interval; its lower end must be > 0"
-    )
-    bootstrap: int = Field(default=1000, ge=100, description="resamples of the rows (seeded)")
-    min_rows: int = Field(default=1000, ge=1, description="fewer labelled rows in the window: no decision")
 
 
 # -------------------------------------------------------------------------------- the metric ---

@@ -24,7 +24,9 @@ from typing import Any
 
 import polars as pl
 
-from ontime.config import FeaturizeConfig, load_params, section
+from ontime.config import load_params, section
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.serve import ServeConfig
 from ontime.errors import ConfigError, DataError
 from ontime.io import atomic_outputs
 from ontime.serving.requestlog import flight_key, key_part
@@ -144,8 +146,6 @@ def main(params_path: str, start: str, end: str, features: str, out: str | None)
     ``outcomes/<start>_<end>.jsonl``) and print a JSON summary; 0 on success (errors: 2)."""
     first, last = local_days(start, end)
     params = load_params(params_path)
-    from ontime.serving.online import ServeConfig  # the service's own params model
-
     serve = section(params, "serve", ServeConfig, source=params_path)
     feat = section(params, "featurize", FeaturizeConfig, source=params_path)
     if feat.time_column is None:

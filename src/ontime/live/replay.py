@@ -37,10 +37,13 @@ from urllib.parse import urlsplit
 import httpx
 import polars as pl
 
-from ontime.config import DataConfig, FeaturizeConfig, load_params, section
+from ontime.config import load_params, section
+from ontime.config.data import DataConfig
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.serve import ServeConfig
 from ontime.errors import ConfigError, DataError
 from ontime.live.outcomes import local_days
-from ontime.serving.online import OPTIONAL_DERIVED, ServeConfig
+from ontime.serving.online import OPTIONAL_DERIVED
 
 log = logging.getLogger(__name__)
 

@@ -62,26 +62,19 @@ from typing import Any
 
 import polars as pl
 from evidently.ui.workspace import Project, Workspace
-from pydantic import Field
 
-from ontime.config import FeaturizeConfig, StrictModel, load_params, section
+from ontime.config import load_params, section
 from ontime.config import seed as read_seed
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.monitor import MonitorConfig
+from ontime.config.report import ReportConfig
+from ontime.config.serve import ServeConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs
 from ontime.reports.adapters import sample, save_html
 from ontime.reports.builders import Drift, drift
-from ontime.reports.quality import (
-    Outcomes,
-    Quality,
-    QualityConfig,
-    Reference,
-    assess,
-    join,
-    read_outcomes,
-    read_reference,
-)
+from ontime.reports.quality import Outcomes, Quality, Reference, assess, join, read_outcomes, read_reference
 from ontime.reports.quality import snapshots as quality_snapshots
-from ontime.reports.stage import ReportConfig
 from ontime.reports.workspace import (
     DRIFT,
     QUALITY,
@@ -100,22 +93,6 @@ log = logging.getLogger(__name__)
 
 EXAMPLES = 3  # malformed lines quoted in the warning
 DEFAULT_CARD = "models/champion/model_card.json"  # the served champion's validation figures
-
-
-class MonitorConfig(StrictModel):
-    """The ``monitor`` section of params.yaml."""
-
-    drift_share_threshold: float = Field(gt=0, le=1, description="exit code 1 above this drifted share")
-    min_rows: int = Field(ge=1, description="fewer valid requests than this: too few to judge drift")
-    sample_rows: int = Field(ge=100, description="rows sampled (seeded) from the log and the reference")
-    identifiers: list[str] = Field(
-        default_factory=list,
-        description="id-like features (flight, tailnum) reported but never drift-tested; names that are "
-        "not features of the served model are ignored",
-    )
-    quality: QualityConfig = Field(
-        default_factory=lambda: QualityConfig(window_days=7, min_labelled=200, max_roc_auc_drop=0.05)
-    )
 
 
 # why a feature is not drift-tested: summary key -> what the log says
@@ -511,8 +488,6 @@ def read_quality_inputs(
 ) -> QualityInputs:
     """The outcomes, the champion's reference figures and the key's layout (params ``serve.key``,
     ``featurize.time_column`` and ``featurize.timezone``)."""
-    from ontime.serving.online import ServeConfig
-
     serve = section(params, "serve", ServeConfig, source=params_path)
     feat = section(params, "featurize", FeaturizeConfig, source=params_path)
     if not serve.key:

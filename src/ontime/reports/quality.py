@@ -41,10 +41,9 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 from evidently.core.report import Snapshot
-from pydantic import Field
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from ontime.config import StrictModel
+from ontime.config.monitor import QualityConfig
 from ontime.errors import DataError
 from ontime.io import read_json
 from ontime.reports.builders import classification
@@ -57,16 +56,6 @@ KEY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # requestlog.key_part's date-times
 EXAMPLES = 3  # conflicting keys quoted in an error
 PROBABILITY_CLIP = 1e-15  # log loss of a probability of exactly 0 or 1 stays finite (as evaluate)
 Status = Literal["no labels", "too few labels", "one class", "ok", "alert"]
-
-
-class QualityConfig(StrictModel):
-    """``monitor.quality``: the model's quality on served traffic once late labels arrive."""
-
-    window_days: int = Field(ge=1, description="the alert's window: the newest N days with labels")
-    min_labelled: int = Field(ge=1, description="fewer labelled predictions in the window: no verdict")
-    max_roc_auc_drop: float = Field(
-        ge=0, le=1, description="exit 1 when the window's ROC AUC < champion's validation ROC AUC - this"
-    )
 
 
 # ------------------------------------------------------------------------------------- inputs ---

@@ -43,11 +43,13 @@ from typing import Any, Literal
 import yaml
 
 from ontime.candidates import CANDIDATE_FILE, ONNX_FILE, Runtime, torch_folders
-from ontime.config import FeaturizeConfig, load_params, section
+from ontime.config import load_params, section
+from ontime.config.featurize import FeaturizeConfig
+from ontime.config.serve import ServeConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json
 from ontime.lineage import md5, provenance, tree_sha256
-from ontime.serving.online import SCHEMA_FILE, RecordedSchema, Scorer, ServeConfig
+from ontime.serving.online import SCHEMA_FILE, RecordedSchema, Scorer
 
 log = logging.getLogger(__name__)
 

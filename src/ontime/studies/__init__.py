@@ -20,17 +20,6 @@ from sklearn.metrics import roc_auc_score
 
 from ontime.candidates import Candidate
 from ontime.candidates.torch_model import TorchCandidate, seed_bag
-from ontime.training.finetune import FROZEN_ROLES
-
-STRATEGIES = tuple(FROZEN_ROLES)  # the fine-tune strategies
-
-
-def check_strategies(names: list[str]) -> list[str]:
-    """``names`` when each is a fine-tune strategy (a config validator's check)."""
-    bad = [s for s in names if s not in STRATEGIES]
-    if bad:
-        raise ValueError(f"{bad}: not a fine-tune strategy; use {', '.join(STRATEGIES)}")
-    return names
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:

@@ -25,71 +25,37 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import Field, field_validator
 
 from ontime.candidates import VALID_PART, Candidate
-from ontime.config import (
-    EnsembleConfig,
-    FinetuneConfig,
-    PreprocessConfig,
-    SplitConfig,
-    StrictModel,
-    TrainConfig,
-    Window,
-    load_params,
-    model_section,
-    section,
-    seed,
-)
+from ontime.config import load_params, section, seed
+from ontime.config.backtest import BacktestConfig
+from ontime.config.baseline import BaselineConfig
+from ontime.config.ensemble import EnsembleConfig
+from ontime.config.finetune import FinetuneConfig
+from ontime.config.linear import LinearConfig
+from ontime.config.model import model_section
+from ontime.config.preprocess import PreprocessConfig
+from ontime.config.split import SplitConfig, Window
+from ontime.config.train import TrainConfig
 from ontime.data.split import split
 from ontime.errors import ConfigError, DataError
 from ontime.io import atomic_outputs, read_json, write_json
 from ontime.spec import FeatureSpec, binary_labels, mask_optional
-from ontime.studies import check_strategies, markdown_table, one, roc_auc
-from ontime.training.baseline import BaselineConfig, train_baseline
+from ontime.studies import markdown_table, one, roc_auc
+from ontime.training.baseline import train_baseline
 from ontime.training.ensemble import build as build_ensembles
 from ontime.training.finetune import finetune_members
-from ontime.training.linear import LinearConfig, train_linear
+from ontime.training.linear import train_linear
 from ontime.training.loop import Runtime, setup_runtime
 from ontime.training.train import refit_rows, train_members
 
 log = logging.getLogger(__name__)
-MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
-
-class BacktestConfig(StrictModel):
-    """The ``backtest`` section of params.yaml."""
-
-    test_months: list[str] = Field(min_length=1, description="test months, YYYY-MM, ascending")
-    finetune_months: int = Field(ge=1, description="months before each test month to fine-tune on")
-    train_months: int | None = Field(
-        ge=1, description="months before the fine-tune window to train on; null = all since the data start"
-    )
-    strategies: list[str] = Field(
-        min_length=1, description="fine-tune strategies to backtest (finetune.strategy's is the ensemble's)"
-    )
-
-    @field_validator("strategies")
-    @classmethod
-    def _strategies(cls, strategies: list[str]) -> list[str]:
-        return check_strategies(strategies)
-
-    @field_validator("test_months")
-    @classmethod
-    def _months(cls, months: list[str]) -> list[str]:
-        bad = [m for m in months if not MONTH.match(m)]
-        if bad:
-            raise ValueError(f"{bad}: write months as YYYY-MM, e.g. 2013-07")
-        if months != sorted(set(months)):
-            raise ValueError(f"{months}: list each month once, in ascending order")
-        return months
 
 
 def month_start(month: str, shift: int = 0) -> dt.date:

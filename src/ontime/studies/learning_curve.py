@@ -17,38 +17,21 @@ import time
 from typing import Any
 
 import polars as pl
-from pydantic import Field, field_validator
 
-from ontime.config import (
-    PreprocessConfig,
-    StrictModel,
-    TrainConfig,
-    load_params,
-    model_section,
-    section,
-    seed,
-)
+from ontime.config import load_params, section, seed
+from ontime.config.baseline import BaselineConfig
+from ontime.config.learning_curve import LearningCurveConfig
+from ontime.config.model import model_section
+from ontime.config.preprocess import PreprocessConfig
+from ontime.config.train import TrainConfig
 from ontime.io import atomic_outputs, write_json
 from ontime.spec import FeatureSpec, binary_labels, mask_optional, read_part
 from ontime.studies import markdown_table, one, roc_auc
-from ontime.training.baseline import BaselineConfig, fit_lightgbm, refit_lightgbm
+from ontime.training.baseline import fit_lightgbm, refit_lightgbm
 from ontime.training.loop import setup_runtime
 from ontime.training.train import refit_rows, train_members
 
 log = logging.getLogger(__name__)
-
-
-class LearningCurveConfig(StrictModel):
-    """The ``learning_curve`` section of params.yaml."""
-
-    shares: list[float] = Field(min_length=1, description="shares of the train part, most recent rows kept")
-
-    @field_validator("shares")
-    @classmethod
-    def _shares(cls, shares: list[float]) -> list[float]:
-        if any(not 0 < s <= 1 for s in shares) or shares != sorted(set(shares)):
-            raise ValueError(f"{shares}: shares in (0, 1], each once, ascending (e.g. [0.1, 0.25, 0.5, 1.0])")
-        return shares
 
 
 def most_recent(df: pl.DataFrame, share: float, time_column: str | None) -> pl.DataFrame:

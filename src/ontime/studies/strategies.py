@@ -15,32 +15,19 @@ import logging
 import time
 from typing import Any
 
-from pydantic import Field, field_validator
-
 from ontime.candidates import VALID_PART, validation_predictions
 from ontime.candidates.torch_model import load_torch_members
-from ontime.config import FinetuneConfig, StrictModel, TrainConfig, load_params, section, seed
+from ontime.config import load_params, section, seed
+from ontime.config.finetune import FinetuneConfig
+from ontime.config.strategies import StrategiesConfig
+from ontime.config.train import TrainConfig
 from ontime.io import atomic_outputs, write_json
 from ontime.spec import FeatureSpec, binary_labels, read_part
-from ontime.studies import check_strategies, markdown_table, one, roc_auc
+from ontime.studies import markdown_table, one, roc_auc
 from ontime.training.finetune import finetune_members
 from ontime.training.loop import setup_runtime
 
 log = logging.getLogger(__name__)
-
-
-class StrategiesConfig(StrictModel):
-    """The ``strategies`` section of params.yaml."""
-
-    names: list[str] = Field(min_length=1, description="fine-tune strategies to compare")
-
-    @field_validator("names")
-    @classmethod
-    def _names(cls, names: list[str]) -> list[str]:
-        check_strategies(names)
-        if len(set(names)) != len(names):
-            raise ValueError(f"{names}: list each strategy once")
-        return names
 
 
 def main(

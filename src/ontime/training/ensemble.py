@@ -24,7 +24,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from ontime.candidates import VALID_PART, Candidate, load_candidate, validation_predictions
 from ontime.candidates.ensemble_model import EPS, EnsembleCandidate, combine, logit
-from ontime.config import EnsembleConfig, load_params, section
+from ontime.config import load_params, section
+from ontime.config.ensemble import EnsembleConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
 from ontime.spec import FeatureSpec, read_part

@@ -35,7 +35,9 @@ from ontime.candidates.torch_model import (
     save_seed_bag,
     sigmoid,
 )
-from ontime.config import FinetuneConfig, TrainConfig, load_params, section, seed
+from ontime.config import load_params, section, seed
+from ontime.config.finetune import STRATEGIES, FinetuneConfig, Strategy
+from ontime.config.train import TrainConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json
 from ontime.models.roles import Role, parameter_roles
@@ -47,13 +49,14 @@ log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
 
 # The roles each strategy keeps fixed (``adapter`` also the head, with ``adapter_head: false``).
-FROZEN_ROLES: dict[str, frozenset[Role]] = {
+FROZEN_ROLES: dict[Strategy, frozenset[Role]] = {
     "full": frozenset(),
     "head": frozenset({"embeddings", "blocks"}),
     "frozen_embeddings": frozenset({"embeddings"}),
     "discriminative": frozenset(),
     "adapter": frozenset({"embeddings", "blocks"}),
 }
+assert tuple(FROZEN_ROLES) == STRATEGIES, "every strategy of FinetuneConfig keeps its roles here"
 
 
 def frozen_roles(cfg: FinetuneConfig) -> frozenset[Role]:

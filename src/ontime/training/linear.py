@@ -24,20 +24,21 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from pydantic import Field
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from ontime.candidates import VALID_PART
 from ontime.candidates.linear_model import LinearCandidate
-from ontime.config import PreprocessConfig, StrictModel, load_params, section
+from ontime.config import load_params, section
 from ontime.config import seed as read_seed
+from ontime.config.linear import LinearConfig
+from ontime.config.preprocess import PreprocessConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
 from ontime.models.preprocess import Preprocessor
@@ -48,16 +49,6 @@ log = logging.getLogger(__name__)
 NAME = "linear"
 FITTING = ("train", "train_valid", "finetune")  # the first fit's rows (lgbm_all's); scored on VALID_PART
 SOLVER = "liblinear"  # L1 and L2 on sparse one-hot input; faster than saga here (see above)
-
-
-class LinearConfig(StrictModel):
-    """The ``linear`` section of params.yaml."""
-
-    penalty: Literal["l1", "l2"] = Field(description="l1: sparse weights (exact zeros); l2: ridge")
-    C: float = Field(gt=0, description="inverse regularisation strength: smaller is stronger")
-    max_iter: int = Field(ge=1, description="most solver iterations")
-    tol: float = Field(gt=0, description="the solver's stopping tolerance")
-    refit: bool = Field(description="fit again on every non-test row; validation scores stay the first fit's")
 
 
 # ------------------------------------------------------------------------------------------ fit ---

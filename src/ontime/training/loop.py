@@ -52,7 +52,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
 from ontime.candidates.torch_model import predict_logits, sigmoid, state_dict_cpu
-from ontime.config import TrainConfig
+from ontime.config.train import TrainConfig
 from ontime.errors import ConfigError, DataError, Interrupted, OntimeError
 from ontime.io import read_json, write_json
 from ontime.models.roles import Role, parameter_roles

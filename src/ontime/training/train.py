@@ -21,15 +21,10 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from ontime.candidates.torch_model import TorchCandidate, build_model, save_seed_bag
-from ontime.config import (
-    ModelConfig,
-    PreprocessConfig,
-    TrainConfig,
-    load_params,
-    model_section,
-    section,
-    seed,
-)
+from ontime.config import load_params, section, seed
+from ontime.config.model import ModelConfig, model_section
+from ontime.config.preprocess import PreprocessConfig
+from ontime.config.train import TrainConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
 from ontime.models.mlp import MLP
