@@ -1,6 +1,6 @@
 """The stage graph's code dependencies are complete: every module a stage runs is one of its deps.
 
-For each stage of dvc.yaml, the module that cli.py's stage table runs for `ontime <stage>` is
+For each stage of dvc.yaml, the module that cli.py's table names for `ontime <stage>` is
 followed through every `import ontime...` (at the top of a module or inside a function, as the lazy
 imports are), and each module file reached must lie under a path the stage lists in `deps`. The
 package stage also covers the service module, which the Bento runs, and its deps must match what
@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ontime.cli import STAGES as CLI_STAGES
-from ontime.cli import STUDIES as CLI_STUDIES
+from ontime.cli import COMMANDS
 from ontime.serving.package import bentofile_includes
 from tests.conftest import REPO
 
@@ -67,7 +66,7 @@ def closure(roots: set[str]) -> set[Path]:
 
 
 def runner_imports(command: str) -> set[str]:
-    """The module cli.py's stage table runs for ``ontime <command>``, plus cli.py's own imports."""
+    """The module cli.py's table names for ``ontime <command>``, plus cli.py's own imports."""
     tree = ast.parse((SRC / "ontime/cli.py").read_text())
     top = {
         n
@@ -75,7 +74,7 @@ def runner_imports(command: str) -> set[str]:
         if isinstance(stmt, ast.ImportFrom | ast.Import)
         for n in imported(stmt, "ontime")
     }
-    return {*top, next(stage.module for stage in (*CLI_STAGES, *CLI_STUDIES) if stage.name == command)}
+    return {*top, COMMANDS[command]}
 
 
 def covered(path: Path, deps: list[str]) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ontime.cli import build_parser
+from ontime.cli import parse_args
 from ontime.errors import ConfigError
 from ontime.serving import requestlog
 from ontime.serving.requestlog import RequestLog, default_path, log_files, read, read_lines, record
@@ -309,4 +309,4 @@ def test_default_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_monitor_reads_where_the_service_writes_by_default() -> None:
-    assert build_parser().parse_args(["monitor"]).log is None  # monitor.main: default_path()
+    assert parse_args(["monitor"]).log is None  # monitor.main: default_path()

@@ -9,6 +9,7 @@ columns for the default seven candidates.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -150,3 +151,35 @@ def exp_show(all_commits: bool) -> list[dict[str, Any]]:
 
 def main(metric: str = "roc_auc", sort: str = "valid", all_commits: bool = False) -> None:
     print(table(rows_from(exp_show(all_commits), metric), metric, sort=sort))
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Which experiment is best (from `dvc exp show --json`)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime compare``: its description and options."""
+    parser.description = (
+        "Which experiment is best: one row per experiment (champion, its validation and test "
+        "figure, each candidate's test figure), sorted; reads `dvc exp show --json`"
+    )
+    parser.add_argument(
+        "--metric",
+        choices=("roc_auc", "pr_auc", "log_loss", "brier", "f1", "accuracy"),
+        default="roc_auc",
+        help="the figure shown (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sort",
+        choices=("valid", "test"),
+        default="valid",
+        help="rank by the champion's (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-A", "--all-commits", action="store_true", help="every commit, not only HEAD and its experiments"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(metric=args.metric, sort=args.sort, all_commits=args.all_commits)

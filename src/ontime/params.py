@@ -8,6 +8,7 @@ once instead of when its stage runs, and ``params.yaml`` is never left holding i
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,24 @@ def main(config_dir: str, output: str, overrides: Sequence[str], check: bool) ->
             raise ConfigError(f"{output} differs from the composition of {config_dir}/; run `ontime params`")
         return
     path.write_text(text)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Compose conf/ into params.yaml (run after editing conf/)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime params``: its description and options."""
+    parser.description = (
+        "Compose conf/ (Hydra) into params.yaml exactly as `dvc exp run` does. "
+        "`dvc repro` never composes: run this after editing conf/ so both agree."
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=table seed=1")
+    parser.add_argument("--conf", default="conf", help="config folder (default: %(default)s)")
+    parser.add_argument("--output", default="params.yaml", help="file to write (default: %(default)s)")
+    parser.add_argument("--check", action="store_true", help="only check; exit 2 when it differs")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(config_dir=args.conf, output=args.output, overrides=args.overrides, check=args.check)

@@ -18,6 +18,7 @@ read from each version's ``model_tag``, never assumed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -398,3 +399,49 @@ def main(action: str, **kw: Any) -> int:
         doomed = prune(dry_run=kw["dry_run"])
         print("\n".join(doomed) if doomed else "nothing to prune")
     return 0
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Model registry: versions, promote, roll back, serve, prune."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime registry ACTION``: its description, actions and their options."""
+    parser.description = (
+        "The champion is the DVC artifact `ontime-delay` (whatever the data); versions "
+        "(`ontime-delay@v1.2.0`) and stage assignments (`ontime-delay#prod#3`) are git tags in GTO's "
+        "format. Each version's commit names, in models/package.json, the pinned model (named "
+        "params serve.model_name in BentoML's store) and Bento it serves."
+    )
+    acts = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acts.add_parser("list", help="every version: commit, champion, stages, model tag")
+    a = acts.add_parser("promote", help="register a commit as a version (if new) and assign it to a stage")
+    a.add_argument("--rev", default="HEAD", help="the commit to promote (default: %(default)s)")
+    a.add_argument("--stage", default="prod", help="stage to assign (default: %(default)s)")
+    a.add_argument("--version", default=None, help="version to register, e.g. v1.2.0 (default: bump)")
+    a.add_argument("--bump", choices=["major", "minor", "patch"], default="minor", help="(default: minor)")
+    a.add_argument("--reason", default="", help="why: kept in the assignment's tag (`registry history`)")
+    a = acts.add_parser("rollback", help="assign a stage again to the version it held before")
+    a.add_argument("--stage", default="prod", help="(default: %(default)s)")
+    a.add_argument("--reason", default="", help="why: kept in the assignment's tag (`registry history`)")
+    a = acts.add_parser("history", help="every stage assignment: when, stage, version, who, why")
+    a.add_argument("--stage", default=None, help="one stage only (default: all)")
+    a = acts.add_parser("which", help="print the model tag (or --bento: the Bento tag) a stage serves")
+    a.add_argument("--stage", default="prod", help="(default: %(default)s)")
+    a.add_argument("--bento", action="store_true", help="print the Bento tag instead of the model tag")
+    a = acts.add_parser("serve", help="`bentoml serve` the Bento of a stage's version, by its pinned tag")
+    a.add_argument("--stage", default="prod", help="(default: %(default)s)")
+    a.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    a.add_argument("--port", type=int, default=3000, help="(default: %(default)s)")
+    a = acts.add_parser(
+        "prune",
+        help="delete this repository's models/Bentos (the names package.json files, params "
+        "serve.model_name and the bentofile use) that no version or the workspace names",
+    )
+    a.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``main`` with the action and its options (those its sub-parser declares), each by its name."""
+    options = {k: v for k, v in vars(args).items() if k not in ("run", "action", "command", "verbose")}
+    return main(action=args.action, **options)

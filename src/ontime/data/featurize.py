@@ -13,6 +13,7 @@ audit; they are never a feature.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import difflib
 import functools
@@ -25,6 +26,7 @@ import holidays as holidays_lib
 import numpy as np
 import polars as pl
 
+from ontime import command
 from ontime.config import load_params, section
 from ontime.config.clean import LabelConfig
 from ontime.config.featurize import FeaturizeConfig
@@ -558,3 +560,23 @@ def main(params_path: str, clean_dir: str, out_dir: str) -> None:
         tmp.mkdir()
         write_parquet(df, tmp / "features.parquet")
         write_json(tmp / "spec.json", spec)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Join the tables, derive features, write the feature spec."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime featurize``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Join the cleaned tables and derive pre-departure features (params `featurize`); write the feature "
+        "table and the feature spec that later stages read."
+    )
+    command.add_params(parser)
+    parser.add_argument("--clean", required=True, help=command.CLEAN)
+    parser.add_argument("--out", required=True, help="output folder: features.parquet + spec.json")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(params_path=args.params, clean_dir=args.clean, out_dir=args.out)

@@ -15,6 +15,7 @@ equal across parts); ``fractions`` and ``valid_fraction`` size the parts, and
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ontime import command
 from ontime.config import load_params, section
 from ontime.config import seed as read_seed
 from ontime.config.split import SplitConfig
@@ -203,3 +205,24 @@ def main(params_path: str, features_dir: str, out_dir: str, metrics_path: str) -
             write_parquet(part, tmp_dir / f"{name}.parquet")
         write_json(tmp_metrics, summary(parts, spec.get("time_column")))
     log.info("split: %s", {k: v.height for k, v in parts.items()})
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Cut the features into train, fine-tune and test parts."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime split``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Cut the features into train, train_valid, finetune, finetune_valid and test parts by time windows "
+        "(or randomly, params `split`) and summarise rows and label rate per part."
+    )
+    command.add_params(parser)
+    parser.add_argument("--features", required=True, help=command.FEATURES)
+    parser.add_argument("--out", required=True, help="output folder for the parts")
+    parser.add_argument("--metrics", required=True, help="JSON summary of the parts")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(params_path=args.params, features_dir=args.features, out_dir=args.out, metrics_path=args.metrics)

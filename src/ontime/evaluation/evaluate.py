@@ -11,6 +11,7 @@ scored).
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ontime import command
 from ontime.candidates import Candidate, load_candidate, validation_predictions
 from ontime.config import load_params, section
 from ontime.config.evaluate import EvaluateConfig
@@ -155,3 +157,41 @@ def main(
         for part, df in preds.items():
             write_parquet(df, tmp_preds / f"{part}.parquet")
         write_plots(tmp_live / "plots", plot_points(metrics, preds["test"], spec.target))
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Score every candidate on the test window."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime evaluate``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Score every candidate on the test window: accuracy, precision, recall, F1, ROC AUC, PR AUC, log "
+        "loss, Brier, at a threshold chosen on validation rows (params `evaluate`); plots."
+    )
+    command.add_params(parser)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--candidate", action="append", required=True, help=command.CANDIDATE)
+    parser.add_argument("--metrics", required=True, help="JSON metrics, a block per candidate")
+    parser.add_argument("--predictions", required=True, help="output folder for valid/test predictions")
+    parser.add_argument("--live", required=True, help="dvclive folder for the plots")
+    parser.add_argument(
+        "--optional-inputs",
+        required=True,
+        help="JSON: per candidate, test ROC AUC and mean probability without each optional input group",
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        split_dir=args.split,
+        spec_path=args.spec,
+        candidate_dirs=args.candidate,
+        metrics_path=args.metrics,
+        predictions_dir=args.predictions,
+        live_dir=args.live,
+        optional_path=args.optional_inputs,
+    )

@@ -13,6 +13,7 @@ inputs, the card says so (``lineage: null``) rather than guess.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import math
@@ -24,6 +25,7 @@ import numpy as np
 import polars as pl
 import yaml
 
+from ontime import command
 from ontime.candidates import CANDIDATE_FILE
 from ontime.config import load_params, section
 from ontime.config.clean import CleanConfig, LabelConfig
@@ -720,3 +722,39 @@ def main(
             },
         )
     log.info("select: champion %s (valid %s %.4f)", name, cfg.metric, metrics[name]["valid"][cfg.metric])
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Pick the champion by a validation metric; its model card."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime select``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Pick the champion by a validation metric (params `select`), copy it to the output folder with a "
+        "model card (JSON and Markdown)."
+    )
+    command.add_params(parser)
+    parser.add_argument("--evaluation", required=True, help="metrics file from evaluate")
+    parser.add_argument("--candidate", action="append", required=True, help=command.CANDIDATE)
+    parser.add_argument("--split", required=True, help="folder of split parts (hashed into the card)")
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument(
+        "--predictions", required=True, help="evaluate's predictions folder (for the model card)"
+    )
+    parser.add_argument("--out", required=True, help="champion folder")
+    parser.add_argument("--metrics", required=True, help="JSON: the champion and its scores")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        evaluation=args.evaluation,
+        candidate_dirs=args.candidate,
+        split_dir=args.split,
+        spec_path=args.spec,
+        predictions_dir=args.predictions,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+    )

@@ -15,6 +15,7 @@ tag (``ontime registry history``); a challenger that does not pass changes nothi
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -26,6 +27,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from ontime import command
 from ontime.candidates import CANDIDATE_FILE
 from ontime.config import load_params, section
 from ontime.config import seed as read_seed
@@ -284,3 +286,53 @@ def main(
         ("" if result.passed else "; nothing promoted"),
     )  # fmt: skip
     return 0 if result.passed else 1
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Challenger vs serving champion on labelled flights."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime gate``: its description and options."""
+    parser.description = (
+        "Compare the challenger (this workspace's packaged model, models/package.json) with the "
+        "model a registry stage serves, on the labelled flights of local days FROM..TO that "
+        "neither trained on: the same rows, a paired bootstrap interval of the difference (params "
+        "`gate`). With --promote, a challenger that passes is registered and assigned to the "
+        "stage. Exit 0: the challenger passes (promoted with --promote); 1: it does not (nothing "
+        "changes); 2: error."
+    )
+    command.add_params(parser)
+    parser.add_argument("--from", dest="start", required=True, help="first local day, YYYY-MM-DD")
+    parser.add_argument("--to", dest="end", required=True, help="last local day, YYYY-MM-DD (inclusive)")
+    parser.add_argument("--stage", default="prod", help="the serving champion's stage (default: %(default)s)")
+    parser.add_argument(
+        "--challenger",
+        default="models/package.json",
+        help="package.json naming the challenger's model (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--features",
+        default="data/features/features.parquet",
+        help="feature table with labels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", default="reports/gate.json", help="the decision, as JSON (default: %(default)s)"
+    )
+    parser.add_argument("--promote", action="store_true", help="promote the challenger (HEAD) when it passes")
+    parser.add_argument("--reason", default="", help="why, kept with the promotion (`registry history`)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``main`` with the options of :func:`add_arguments`, each by its name; its result is the exit code."""
+    return main(
+        params_path=args.params,
+        start=args.start,
+        end=args.end,
+        stage=args.stage,
+        challenger=args.challenger,
+        features=args.features,
+        out=args.out,
+        promote=args.promote,
+        reason=args.reason,
+    )

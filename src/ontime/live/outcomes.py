@@ -16,6 +16,7 @@ spec's ``target``). ``ontime monitor --outcomes`` joins these lines with the req
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -24,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from ontime import command
 from ontime.config import load_params, section
 from ontime.config.featurize import FeaturizeConfig
 from ontime.config.serve import ServeConfig
@@ -189,3 +191,33 @@ def main(params_path: str, start: str, end: str, features: str, out: str | None)
         target,
     )
     return 0
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Late labels of some local days' flights, for monitor."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime outcomes``: its description and options."""
+    parser.description = (
+        "Write the ground truth (late labels) of the flights scheduled on local days FROM..TO "
+        "(params featurize.timezone) from the feature table: JSON Lines {key, scheduled, label} with "
+        "the key the service logs (params serve.key), for `ontime monitor --outcomes`. Exit 0; 2: "
+        "error (bad days, empty serve.key, a key field not in the table, no flights on those days)."
+    )
+    command.add_params(parser)
+    parser.add_argument("--from", dest="start", required=True, help="first local day, YYYY-MM-DD")
+    parser.add_argument("--to", dest="end", required=True, help="last local day, YYYY-MM-DD (inclusive)")
+    parser.add_argument(
+        "--features",
+        default="data/features/features.parquet",
+        help="feature table with labels, spec.json beside it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON Lines file to write (default: outcomes/FROM_TO.jsonl)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``main`` with the options of :func:`add_arguments`, each by its name; its result is the exit code."""
+    return main(params_path=args.params, start=args.start, end=args.end, features=args.features, out=args.out)

@@ -21,6 +21,7 @@ cannot be reached stops it.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import ipaddress
 import json
@@ -37,6 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 import polars as pl
 
+from ontime import command
 from ontime.config import load_params, section
 from ontime.config.data import DataConfig
 from ontime.config.featurize import FeaturizeConfig
@@ -294,3 +296,56 @@ def main(
         out.refused, out.failed, f"; first error {out.first_error}" if out.first_error else "",
     )  # fmt: skip
     return 1 if out.refused or out.failed else 0
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Post some days' real flights to a running service."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime replay``: its description and options."""
+    parser.description = (
+        "Post the real flights of local days FROM..TO to a running service on this machine, in "
+        "schedule order, hour by hour, as clients would (fields: those the service declares). "
+        "Prints a JSON summary. Exit 0: every flight answered; 1: some refused (4xx) or failed "
+        "(5xx); 2: error (no service, a non-loopback --url, bad days)."
+    )
+    command.add_params(parser)
+    parser.add_argument("--url", default="http://127.0.0.1:3000", help="the service (default: %(default)s)")
+    parser.add_argument("--from", dest="start", required=True, help="first local day, YYYY-MM-DD")
+    parser.add_argument("--to", dest="end", required=True, help="last local day, YYYY-MM-DD (inclusive)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=8640.0,
+        help="schedule seconds per real second (default: %(default)s: a day in 10 s; 0: no pauses)",
+    )
+    parser.add_argument(
+        "--max-pause", type=float, default=2.0, help="longest pause between hours, s (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=64, help="most flights per request (default: %(default)s)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="send at most this many flights")
+    parser.add_argument("--clean", default="data/clean", help="clean tables (default: %(default)s)")
+    parser.add_argument(
+        "--features",
+        default="data/features/features.parquet",
+        help="feature table, for the optional schedule counts (default: %(default)s)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``main`` with the options of :func:`add_arguments`, each by its name; its result is the exit code."""
+    return main(
+        url=args.url,
+        params_path=args.params,
+        start=args.start,
+        end=args.end,
+        clean=args.clean,
+        features=args.features,
+        speed=args.speed,
+        max_pause=args.max_pause,
+        batch=args.batch,
+        limit=args.limit,
+    )

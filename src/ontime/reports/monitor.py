@@ -51,6 +51,7 @@ ones of a day and model version are replaced by a later run's.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -63,6 +64,7 @@ from typing import Any
 import polars as pl
 from evidently.ui.workspace import Project, Workspace
 
+from ontime import command
 from ontime.config import load_params, section
 from ontime.config import seed as read_seed
 from ontime.config.featurize import FeaturizeConfig
@@ -642,6 +644,72 @@ def main(
         }
         log.warning("monitor: alert(s): %s", "; ".join(f"{a}: {why[a]}" for a in alerts))
     return 1 if alerts else 0
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Drift and quality of served traffic (the request log)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime monitor``: its description and options."""
+    parser.description = (
+        "Drift of served traffic (the service's request log) against the training reference "
+        "(params `monitor`): writes an HTML report, adds a snapshot to its own Evidently workspace "
+        "(refreshing there the copies of the report stage's snapshots, so `evidently ui --workspace "
+        "reports/monitoring` shows both), prints a JSON summary. With --outcomes (late labels), also "
+        "the served model's quality per day and over the newest monitor.quality.window_days days, "
+        "against the champion's validation ROC AUC. Exit 0: no alert; 1: drift share above "
+        "monitor.drift_share_threshold or a quality alert (the summary's `alerts` says which); 2: error."
+    )
+    command.add_params(parser)
+    parser.add_argument("--log", help="request log, rotated files included (default: where the service logs)")
+    parser.add_argument(
+        "--reference", default="data/split/train.parquet", help="reference rows (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--spec", default="models/champion/feature_spec.json", help="feature spec (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workspace",
+        default="reports/monitoring",
+        help="the monitor's Evidently workspace, created when missing, then added to; not a pipeline "
+        "output (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pipeline-workspace",
+        default="reports/workspace",
+        help="the report stage's workspace, whose snapshots are copied in on every run; '' for none "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--out", default="reports/monitor.html", help="HTML report (default: %(default)s)")
+    parser.add_argument(
+        "--outcomes",
+        default=None,
+        help="late labels: a .jsonl file of `ontime outcomes`, or a folder of them, joined with the "
+        "log by key (default: none, drift only)",
+    )
+    parser.add_argument(
+        "--card",
+        default=None,
+        help="the served champion's model card: its validation ROC AUC is the quality alert's "
+        "reference; read with --outcomes only (default: the card of the model that served the "
+        "log's newest entry, from the BentoML store; else models/champion/model_card.json)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``main`` with the options of :func:`add_arguments`, each by its name; its result is the exit code."""
+    return main(
+        params_path=args.params,
+        log_path=args.log,
+        reference_path=args.reference,
+        spec_path=args.spec,
+        workspace_dir=args.workspace,
+        out_html=args.out,
+        pipeline_workspace_dir=args.pipeline_workspace or None,
+        outcomes_path=args.outcomes,
+        card_path=args.card,
+    )
 
 
 def log_quality(assessed: Quality) -> None:

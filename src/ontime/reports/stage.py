@@ -51,6 +51,7 @@ the ``ontime`` command) the same inputs give the same bytes.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ import polars as pl
 from evidently.core.report import Snapshot
 from evidently.legacy.model.widget import BaseWidgetInfo
 
+from ontime import command
 from ontime.config import load_params, section
 from ontime.config import seed as read_seed
 from ontime.config.featurize import FeaturizeConfig
@@ -441,3 +443,42 @@ def main(
         selection.champion, summary["champion_test_roc_auc"], summary["failed_tests"]["total"], len(pages),
         out_dir, len(snapshots), workspace_dir,
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Evidently reports: data quality, drift, classification."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime report``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Evidently reports (params `report`): data quality of the cleaned data, drift of the test window "
+        "and of each month against the training window, classification quality of the champion; HTML + "
+        "JSON, a summary for `dvc exp show`, and snapshots in a local workspace."
+    )
+    command.add_params(parser)
+    parser.add_argument("--clean", required=True, help=command.CLEAN)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--predictions", required=True, help="folder with test.parquet from evaluate")
+    parser.add_argument("--select", required=True, help="metrics/select.json (champion and threshold)")
+    parser.add_argument("--out", required=True, help="output folder for the HTML and JSON reports")
+    parser.add_argument(
+        "--workspace", required=True, help="Evidently workspace folder (written afresh on every run)"
+    )
+    parser.add_argument("--summary", required=True, help="JSON summary (drift share, failed tests)")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        clean_dir=args.clean,
+        split_dir=args.split,
+        spec_path=args.spec,
+        predictions_dir=args.predictions,
+        select_metrics=args.select,
+        out_dir=args.out,
+        workspace_dir=args.workspace,
+        summary_path=args.summary,
+    )

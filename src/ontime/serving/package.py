@@ -30,6 +30,7 @@ records the runtime. The export is byte-for-byte reproducible, so the tags stay 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import logging
@@ -42,6 +43,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ontime import command
 from ontime.candidates import CANDIDATE_FILE, ONNX_FILE, Runtime, torch_folders
 from ontime.config import load_params, section
 from ontime.config.featurize import FeaturizeConfig
@@ -393,3 +395,44 @@ def main(
                 "source_data": metadata["source_data"],
             },
         )
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Store the champion in BentoML and build a Bento."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime package``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Save the champion as a bundle (champion files, lookup tables, the recorded schema, version) in the "
+        "BentoML model store as params `serve.model_name` (`ontime-delay` for the default data; in "
+        "$BENTOML_HOME, default ~/bentoml) and build a Bento from the bentofile (params `serve`: the API's "
+        "names, batch size, time window)."
+    )
+    command.add_params(parser)
+    parser.add_argument("--champion", required=True, help="champion folder (from select)")
+    parser.add_argument(
+        "--clean",
+        required=True,
+        help=(
+            "folder of cleaned tables: the lookups (planes, airports) and schema.json, the recorded schema "
+            "the request fields come from"
+        ),
+    )
+    parser.add_argument("--out", required=True, help="JSON file: the model and Bento tags")
+    parser.add_argument(
+        "--bentofile", default="bentofile.yaml", help="Bento build file (default: %(default)s)"
+    )
+    parser.add_argument("--build-ctx", default="src", help="Bento build context (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        champion_dir=args.champion,
+        clean_dir=args.clean,
+        out_path=args.out,
+        bentofile=args.bentofile,
+        build_ctx=args.build_ctx,
+    )

@@ -10,6 +10,7 @@ missing, and a required field missing from the file fails naming it.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -91,3 +92,30 @@ def main(input_path: str, output_path: str, model: str | None = None) -> None:
     with atomic_outputs(output_path) as (tmp,):
         write_parquet(out, tmp)
     log.info("predict: %d rows scored with %s -> %s", out.height, scorer.version, output_path)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Score a file of records with a packaged model."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime predict``: its description and options."""
+    parser.description = (
+        "Score a file of raw rows with the same validation and scoring as the service; "
+        "write the input rows plus the model's params serve.probability and serve.positive columns "
+        "(delay_probability and delayed for the default data) and model_version as Parquet. Columns "
+        "that are not request fields are carried through unscored."
+    )
+    parser.add_argument("--input", required=True, help="Parquet or CSV file of records (e.g. flights)")
+    parser.add_argument("--output", required=True, help="Parquet file to write")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a bundle folder or a pinned BentoML model tag (default: the model the service serves from "
+        "this repository: ONTIME_MODEL, else models/package.json; never `latest`)",
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(input_path=args.input, output_path=args.output, model=args.model)

@@ -22,6 +22,7 @@ Markdown table with the fitting times.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime as dt
 import logging
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ontime import command
 from ontime.candidates import VALID_PART, Candidate
 from ontime.config import load_params, section, seed
 from ontime.config.backtest import BacktestConfig
@@ -296,3 +298,32 @@ def main(params_path: str, features_dir: str, out_dir: str, metrics_path: str) -
         write_json(tmp_metrics, metrics)
         write_json(tmp_dir / "points.json", points)
     log.info("backtest:\n%s", markdown)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Study: walk-forward backtest over test months."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime backtest``: its description and options (the studies/dvc.yaml stage passes them)."""
+    parser.description = (
+        "Walk-forward backtest (params `backtest`): for each test month, train on the months before the "
+        "fine-tune window, fine-tune on the months just before (each strategy), fit LightGBM, the linear "
+        "model and the ensembles as their stages do, and score everything on the month; per month and "
+        "averaged."
+    )
+    command.add_params(parser)
+    parser.add_argument("--features", required=True, help=command.FEATURES)
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder: backtest.md (with fitting times) and points.json (the plot)",
+    )
+    parser.add_argument(
+        "--metrics", required=True, help="JSON: ROC AUC per month and model, means, fine-tuned minus base"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(params_path=args.params, features_dir=args.features, out_dir=args.out, metrics_path=args.metrics)

@@ -11,6 +11,7 @@ is scored on ``train_valid`` (LightGBM: its fit before the refit) and on the tes
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from ontime import command
 from ontime.config import load_params, section, seed
 from ontime.config.baseline import BaselineConfig
 from ontime.config.learning_curve import LearningCurveConfig
@@ -125,3 +127,35 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
         write_json(tmp_metrics, {"shares": rows})  # no timings: the same inputs give the same file
         write_json(tmp_dir / "points.json", points)
     log.info("learning curve:\n%s", markdown)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Study: ROC AUC against the size of the training window."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime learning_curve``: its description and options (the studies/dvc.yaml stage passes them)."""
+    parser.description = (
+        "Train the neural model and LightGBM on growing shares of the train part (params "
+        "`learning_curve.shares`, most recent rows kept) and score train_valid and the test window."
+    )
+    command.add_params(parser)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder: learning_curve.md (with fitting times) and points.json (the plot)",
+    )
+    parser.add_argument("--metrics", required=True, help="JSON: per share, rows and ROC AUC of both models")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        split_dir=args.split,
+        spec_path=args.spec,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+    )

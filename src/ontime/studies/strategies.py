@@ -11,10 +11,12 @@ table with the fitting times.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from typing import Any
 
+from ontime import command
 from ontime.candidates import VALID_PART, validation_predictions
 from ontime.candidates.torch_model import load_torch_members
 from ontime.config import load_params, section, seed
@@ -92,3 +94,39 @@ def main(
         write_json(tmp_metrics, rows)  # no timings: the same inputs give the same file
         write_json(tmp_dir / "points.json", points)
     log.info("strategies:\n%s", markdown)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Study: every fine-tuning strategy from one trained model."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime strategies``: its description and options (the studies/dvc.yaml stage passes them)."""
+    parser.description = (
+        "Fine-tune the trained model with every strategy of params `strategies.names` (the finetune section "
+        "otherwise) and compare finetune_valid and test ROC AUC, trainable parameters and time."
+    )
+    command.add_params(parser)
+    parser.add_argument("--base", required=True, help=command.BASE)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder: strategies.md (with fitting times) and points.json (the plot)",
+    )
+    parser.add_argument(
+        "--metrics", required=True, help="JSON: per strategy, ROC AUC, trainable parameters, epochs"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        base_dir=args.base,
+        split_dir=args.split,
+        spec_path=args.spec,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+    )

@@ -25,6 +25,7 @@ LightGBM's text format plus JSON, never pickle.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,7 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
+from ontime import command
 from ontime.candidates import VALID_PART
 from ontime.candidates.lightgbm_model import LightGBMCandidate, encode
 from ontime.config import load_params, section
@@ -292,3 +294,31 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
         for name, model in models.items():
             model.save(tmp_dir / name)
         write_json(tmp_metrics, metrics)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Train the LightGBM baseline, with a time-series CV."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime baseline``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Train the LightGBM baseline (params `baseline`) twice: on the train part (the neural model's rows) "
+        "and on all non-test rows; plus an expanding-window time-series CV."
+    )
+    command.add_params(parser)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--out", required=True, help="output folder (one model folder per candidate)")
+    parser.add_argument("--metrics", required=True, help="JSON summary: validation and CV ROC AUC")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        split_dir=args.split,
+        spec_path=args.spec,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+    )

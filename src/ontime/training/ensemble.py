@@ -12,6 +12,7 @@ An ensemble folder holds copies of its members, so it is self-contained (for pac
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
+from ontime import command
 from ontime.candidates import VALID_PART, Candidate, load_candidate, validation_predictions
 from ontime.candidates.ensemble_model import EPS, EnsembleCandidate, combine, logit
 from ontime.config import load_params, section
@@ -120,3 +122,33 @@ def main(
         for ens in ensembles:
             ens.save(tmp / ens.name, {m: by_name[m][0] for m in cfg.members})
         write_json(tmp_metrics, metrics)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Fit weighted and stacked ensembles of the candidates."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime ensemble``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Fit ensembles of candidates on finetune_valid rows (params `ensemble`): a weighted average and "
+        "stacking, with out-of-fold validation predictions for a fair selection."
+    )
+    command.add_params(parser)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--candidate", action="append", required=True, help="a member model folder; repeat")
+    parser.add_argument("--out", required=True, help="output folder (one folder per ensemble)")
+    parser.add_argument("--metrics", required=True, help="JSON: ensemble weights and validation scores")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        split_dir=args.split,
+        spec_path=args.spec,
+        member_dirs=args.candidate,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+    )

@@ -16,6 +16,7 @@ and stops on Ctrl-C as train does (``training/loop.py``).
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ontime import command
 from ontime.candidates import CANDIDATE_FILE, VALID_PART
 from ontime.candidates.torch_model import (
     TorchCandidate,
@@ -345,3 +347,38 @@ def main(
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Fine-tune the trained model on the fine-tune window."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime finetune``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Fine-tune the trained model on the fine-tune window (params `finetune`: strategy full, head, "
+        "frozen_embeddings, discriminative or adapter; its own lr, epochs, patience) with early stopping on "
+        "finetune_valid. Resumes from --checkpoints."
+    )
+    command.add_params(parser)
+    parser.add_argument("--base", required=True, help=command.BASE)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--out", required=True, help="output model folder")
+    parser.add_argument("--metrics", required=True, help="JSON fine-tuning summary")
+    parser.add_argument("--checkpoints", required=True, help=command.CHECKPOINTS)
+    parser.add_argument("--live", required=True, help="dvclive folder for the curves")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        base_dir=args.base,
+        split_dir=args.split,
+        spec_path=args.spec,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+        checkpoint_dir=args.checkpoints,
+        live_dir=args.live,
+    )

@@ -20,6 +20,7 @@ non-test row (those parts plus ``finetune_valid``) and that model is saved; it k
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 import warnings
@@ -33,6 +34,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from ontime import command
 from ontime.candidates import VALID_PART
 from ontime.candidates.linear_model import LinearCandidate
 from ontime.config import load_params, section
@@ -216,3 +218,36 @@ def main(params_path: str, split_dir: str, spec_path: str, out_dir: str, metrics
     with atomic_outputs(out_dir, metrics_path) as (tmp_dir, tmp_metrics):
         model.save(tmp_dir)
         write_json(tmp_metrics, metrics)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Fit the linear baseline, a logistic regression."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime linear``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Fit the linear baseline: a logistic regression (params `linear`: L1 or L2, C) on the neural "
+        "models' preprocessing (params `preprocess`, categorical codes one-hot) on the non-test rows but "
+        "finetune_valid, score finetune_valid, then (linear.refit) fit again on every non-test row."
+    )
+    command.add_params(parser)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--out", required=True, help="output model folder")
+    parser.add_argument(
+        "--metrics",
+        required=True,
+        help="JSON summary: validation ROC AUC, rows, nonzero weights, fit seconds",
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        split_dir=args.split,
+        spec_path=args.spec,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+    )

@@ -8,6 +8,7 @@ instead of resuming; Ctrl-C ends with one line naming the checkpoint a re-run re
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch.distributed as dist
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from ontime import command
 from ontime.candidates.torch_model import TorchCandidate, build_model, save_seed_bag
 from ontime.config import load_params, section, seed
 from ontime.config.model import ModelConfig, model_section
@@ -259,3 +261,36 @@ def main(
     finally:
         if rt.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Train the PyTorch model from scratch (early stopping)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime train``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Train the PyTorch model (params `model`, `train`, `preprocess`) from scratch on the train part "
+        "with early stopping on train_valid. Resumes from --checkpoints after an interruption; under "
+        "`torchrun --nproc_per_node N` it trains with DDP."
+    )
+    command.add_params(parser)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--out", required=True, help="output model folder")
+    parser.add_argument("--metrics", required=True, help="JSON training summary")
+    parser.add_argument("--checkpoints", required=True, help=command.CHECKPOINTS)
+    parser.add_argument("--live", required=True, help="dvclive folder for the training curves")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        split_dir=args.split,
+        spec_path=args.spec,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+        checkpoint_dir=args.checkpoints,
+        live_dir=args.live,
+    )

@@ -16,6 +16,7 @@ data side of the ``params.yaml`` the search ran with (``DATA_SECTIONS`` as overr
 
 from __future__ import annotations
 
+import argparse
 import csv
 import logging
 import math
@@ -28,6 +29,7 @@ import optuna
 import polars as pl
 from optuna.trial import FrozenTrial, TrialState
 
+from ontime import command
 from ontime.config import load_params, section, seed
 from ontime.config.train import TrainConfig
 from ontime.config.tune import TuneConfig, Value, check_space, configs, with_values
@@ -224,3 +226,33 @@ def main(
         (tmp / "best_overrides.txt").write_text(overrides + "\n")
         write_json(tmp_metrics, metrics)
     log.info("tune: best trial %d, %s; apply it: dvc exp run %s", best.number, metrics, overrides)
+
+
+# ------------------------------------------------------------------------------ command line ---
+SUMMARY = "Hyperparameter search (optuna TPE) for the train stage."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``ontime tune``: its description and options (the dvc.yaml stage passes them)."""
+    parser.description = (
+        "Bayesian hyperparameter search (optuna TPE, params `tune`) on the train part, scored on "
+        'train_valid; writes trials.csv, best_params.json and best_overrides.txt (apply with `eval "dvc exp '
+        'run $(cat reports/tune/best_overrides.txt)"`: the data side of the run first, then the winning '
+        "values)."
+    )
+    command.add_params(parser)
+    parser.add_argument("--split", required=True, help=command.SPLIT)
+    parser.add_argument("--spec", required=True, help=command.SPEC)
+    parser.add_argument("--out", required=True, help="output folder for the search results")
+    parser.add_argument("--metrics", required=True, help="JSON: best validation ROC AUC and trial counts")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``main`` with the options of :func:`add_arguments`, each by its name."""
+    main(
+        params_path=args.params,
+        split_dir=args.split,
+        spec_path=args.spec,
+        out_dir=args.out,
+        metrics_path=args.metrics,
+    )
