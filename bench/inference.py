@@ -39,9 +39,10 @@ import polars as pl
 import torch
 from machine import cpu_model  # bench/machine.py: this script's folder is on sys.path
 
+from ontime.candidates.onnx_model import OnnxCandidate
 from ontime.candidates.torch_model import TorchCandidate, load_torch_members, predict_logits, sigmoid
 from ontime.errors import DataError
-from ontime.export.onnx import OnnxCandidate
+from ontime.export.onnx import from_torch
 from ontime.spec import FeatureSpec, read_part
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,9 +173,7 @@ def main() -> None:
     notes = []
     with tempfile.TemporaryDirectory(prefix="ontime-onnx-") as tmp:
         for k, model in enumerate(models):
-            onnx_model = OnnxCandidate.from_torch(
-                model, Path(tmp) / f"model{k}.onnx", intra_op_num_threads=args.threads
-            )
+            onnx_model = from_torch(model, Path(tmp) / f"model{k}.onnx", intra_op_num_threads=args.threads)
             for size in args.batches:
                 m = measure(model, onnx_model, batches(test, size), args.warmup, args.repeats)
                 aim = f"≥ {AIMS[size]:.1f}x" if size in AIMS else "-"

@@ -1,103 +1,108 @@
-"""The stage graph's code dependencies are complete: every module a stage runs is one of its deps.
+"""The stage graph's code dependencies are exact: a stage lists every module it runs, and no other.
 
-For each stage of dvc.yaml, the module that cli.py's table names for `ontime <stage>` is
-followed through every `import ontime...` (at the top of a module or inside a function, as the lazy
-imports are), and each module file reached must lie under a path the stage lists in `deps`. The
-package stage also covers the service module, which the Bento runs, and its deps must match what
-bentofile.yaml includes.
+For each stage of dvc.yaml and studies/dvc.yaml, the module that cli.py's table names for
+`ontime <stage>` and cli.py's own top-level imports are followed through every `import ontime...`
+(at the top of a module or inside a function, as the lazy imports are), with the `__init__.py` of
+every package on the way, plus `__main__.py` and `cli.py`, which every command runs; the package
+stage also covers the service module, which the Bento runs. The `src/` deps a stage lists must be
+exactly these files (dev/deps.py computes them, `python dev/deps.py --write` writes them), so an
+edit re-runs the stages that run the edited code and no others; bentofile.yaml must include exactly
+the service's files.
 """
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
+import importlib.util
+from types import ModuleType
 
 import pytest
 import yaml
 
-from ontime.cli import COMMANDS
 from ontime.serving.package import bentofile_includes
 from tests.conftest import REPO
 
+
+def _deps_tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dev_deps", REPO / "dev/deps.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+deps = _deps_tool()
 SRC = REPO / "src"
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 # dvc.yaml's stages and the studies' (studies/dvc.yaml, run from the repository root: wdir ..)
 STAGES = {**DVC_YAML["stages"], **yaml.safe_load((REPO / "studies/dvc.yaml").read_text())["stages"]}
+COMMANDS = deps.commands()
+# What each stage runs: src/ files, relative to the repository.
+RUNS = {name: set(deps.stage_deps(name, deps.command_of(stage))) for name, stage in STAGES.items()}
+# The file declaring each stage's command line (and its main).
+MODULE = {
+    name: "src/" + deps.module_file(COMMANDS[deps.command_of(stage)]).relative_to(SRC).as_posix()
+    for name, stage in STAGES.items()
+}
+# Stages that import other stages' modules (the functions and constants they reuse): real code deps,
+# so editing one of those modules (its help included) re-runs these stages too.
+IMPORTS_OTHER_STAGES = {
+    "clean": {"collect"},  # SCHEMA_FILE, record_schema: the recorded schema
+    "featurize": {"clean", "collect"},  # LABEL (and, through clean, collect)
+    "finetune": {"train"},  # arrays
+    "tune": {"train"},  # train(): every trial is the train stage's fit
+    "package": {"clean", "collect", "featurize"},  # the service validates and featurizes requests as they do
+    "backtest": {"split", "train", "finetune", "baseline", "linear", "ensemble"},  # each stage's fitting
+    "strategies": {"train", "finetune"},  # finetune_members (finetune imports train)
+    "learning_curve": {"train", "baseline"},  # train_members, fit_lightgbm
+}
 
 
-def module_file(name: str) -> Path | None:
-    path = SRC.joinpath(*name.split("."))
-    if (path / "__init__.py").is_file():
-        return path / "__init__.py"
-    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+def src_deps(stage: str) -> set[str]:
+    return {str(d) for d in STAGES[stage]["deps"] if str(d).startswith("src/")}
 
 
-def imported(tree: ast.AST, package: str) -> set[str]:
-    """Every ontime module named by an import anywhere in ``tree`` (function bodies included)."""
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, *([node.module] if node.module else [])])
-            names |= {base, *(f"{base}.{a.name}" for a in node.names)}
-    return {n for n in names if n.split(".")[0] == "ontime" and module_file(n) is not None}
-
-
-def closure(roots: set[str]) -> set[Path]:
-    """Module files reached from ``roots``, with the ``__init__`` of every package on the way."""
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):
-            parent = ".".join(parts[:i])
-            if parent not in seen:
-                seen.add(parent)
-                path = module_file(parent)
-                assert path is not None, parent
-                package = parent if path.name == "__init__.py" else parent.rpartition(".")[0]
-                todo.extend(imported(ast.parse(path.read_text()), package) - seen)
-    return {p for p in map(module_file, seen) if p is not None}
-
-
-def runner_imports(command: str) -> set[str]:
-    """The module cli.py's table names for ``ontime <command>``, plus cli.py's own imports."""
-    tree = ast.parse((SRC / "ontime/cli.py").read_text())
-    top = {
-        n
-        for stmt in tree.body
-        if isinstance(stmt, ast.ImportFrom | ast.Import)
-        for n in imported(stmt, "ontime")
-    }
-    return {*top, COMMANDS[command]}
-
-
-def covered(path: Path, deps: list[str]) -> bool:
-    rel = path.relative_to(REPO).as_posix()
-    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+def paste(files: set[str]) -> str:
+    return "".join(f"\n      - {f}" for f in sorted(files))
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_module_a_stage_runs_is_a_dependency(stage: str) -> None:
-    cmd = " ".join(STAGES[stage]["cmd"].split())
-    assert cmd.startswith("ontime "), cmd
-    roots = runner_imports(cmd.split()[1])
-    if stage == "package":
-        roots.add("ontime.serving.service")  # what the Bento runs
-    deps = [str(d) for d in STAGES[stage]["deps"]]
-    files = {SRC / "ontime/cli.py", *closure(roots)}  # cli.py: its top level and this stage's module
-    missing = sorted(p.relative_to(REPO).as_posix() for p in files if not covered(p, deps))
-    assert not missing, f"stage {stage} runs {missing} but does not list them in dvc.yaml deps"
+def test_a_stage_lists_exactly_the_modules_it_runs(stage: str) -> None:
+    listed, runs = src_deps(stage), RUNS[stage]
+    missing, extra = sorted(runs - listed), sorted(listed - runs)
+    assert (missing, extra) == ([], []), (
+        f"stage {stage} runs {missing} but does not list them, and lists {extra}, which it does not run; "
+        f"its src/ deps in dvc.yaml must be exactly (or run python dev/deps.py --write):{paste(runs)}"
+    )
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_module_is_a_dep_of_exactly_the_stages_that_import_it(stage: str) -> None:
+    # Editing featurize.py (its help included) re-runs featurize and the stages importing it, no other.
+    module = MODULE[stage]
+    assert module in src_deps(stage), f"{stage} does not depend on its own module {module}"
+    for other in STAGES:
+        if other != stage:
+            assert (module in src_deps(other)) == (module in RUNS[other]), (other, module)
+    importers = {other for other in STAGES if other != stage and MODULE[stage] in RUNS[other]}
+    assert importers == {s for s, imported in IMPORTS_OTHER_STAGES.items() if stage in imported}, (
+        f"the stages importing {module} changed: update IMPORTS_OTHER_STAGES (and say why)"
+    )
+
+
+def test_a_stage_depends_only_on_the_config_sections_it_reads() -> None:
+    def sections(stage: str) -> set[str]:
+        prefix = "src/ontime/config/"
+        return {d.removeprefix(prefix) for d in src_deps(stage) if d.startswith(prefix)}
+
+    assert sections("collect") == {"__init__.py", "data.py"}
+    assert sections("split") == {"__init__.py", "split.py"}
+    assert sections("train") == {"__init__.py", "model.py", "preprocess.py", "train.py"}
 
 
 def test_the_closure_sees_lazy_imports() -> None:
     # load_candidate imports the candidate kinds inside a function: they must be found.
-    files = {p.relative_to(SRC).as_posix() for p in closure({"ontime.evaluation.evaluate"})}
+    files = {p.relative_to(SRC).as_posix() for p in deps.closure({"ontime.evaluation.evaluate"})}
     assert {"ontime/candidates/torch_model.py", "ontime/candidates/lightgbm_model.py"} <= files
     assert "ontime/models/mlp.py" in files
     assert not any(f.startswith("ontime/training/") for f in files), "inference code imports training code"
@@ -105,15 +110,27 @@ def test_the_closure_sees_lazy_imports() -> None:
 
 def test_serving_and_evaluation_never_import_training_code() -> None:
     for root in ("ontime.serving.service", "ontime.serving.package", "ontime.evaluation.evaluate"):
-        files = {p.relative_to(SRC).as_posix() for p in closure({root})}
+        files = {p.relative_to(SRC).as_posix() for p in deps.closure({root})}
         assert not [f for f in files if f.startswith("ontime/training/")], root
 
 
+def test_candidates_never_import_the_exporter() -> None:
+    # ontime.export depends on ontime.candidates, never the other way round (no import circle);
+    # evaluate and the other stages that load candidates natively never run onnx code.
+    for path in sorted((SRC / "ontime/candidates").glob("*.py")):
+        name = "ontime.candidates" + ("" if path.stem == "__init__" else f".{path.stem}")
+        files = {p.relative_to(SRC).as_posix() for p in deps.closure({name})}
+        assert not [f for f in files if f.startswith("ontime/export/")], name
+    for stage in ("train", "evaluate", "select", "ensemble"):
+        assert not [d for d in src_deps(stage) if "onnx" in d], stage
+
+
 def test_package_deps_cover_exactly_what_the_bento_includes() -> None:
-    deps = [str(d) for d in STAGES["package"]["deps"]]
-    included = bentofile_includes(REPO / "bentofile.yaml", SRC)
+    included = {p.relative_to(REPO).as_posix() for p in bentofile_includes(REPO / "bentofile.yaml", SRC)}
     assert included, "bentofile.yaml includes nothing"
-    assert not [p for p in included if not covered(p, deps)], (
-        "the Bento holds code package does not depend on"
+    assert included <= src_deps("package"), "the Bento holds code package does not depend on"
+    service = {p.relative_to(SRC).as_posix() for p in deps.closure({"ontime.serving.service"})}
+    assert included == {f"src/{f}" for f in service}, (
+        "bentofile.yaml must include exactly the service's code:"
+        + "".join(f'\n  - "{f}"' for f in sorted(service))
     )
-    assert closure({"ontime.serving.service"}) <= set(included), "the Bento lacks code the service imports"

@@ -17,10 +17,11 @@ import torch
 from ontime.candidates import ONNX_FILE, VALID_PART, load_candidate
 from ontime.candidates.ensemble_model import EnsembleCandidate
 from ontime.candidates.linear_model import LinearCandidate
+from ontime.candidates.onnx_model import OnnxCandidate
 from ontime.candidates.torch_model import TorchCandidate, build_model, predict_logits
 from ontime.errors import DataError
 from ontime.export import onnx as onnx_export
-from ontime.export.onnx import OnnxCandidate, export_onnx, synthetic_inputs
+from ontime.export.onnx import export_onnx, from_torch, synthetic_inputs
 from ontime.lineage import tree_sha256
 from ontime.models.mlp import MLP
 from ontime.models.preprocess import Preprocessor
@@ -92,7 +93,7 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     architecture, kwargs = CASES[request.param]
     torch_candidate = candidate(architecture, kwargs, numeric=NUMERIC, categorical=CATEGORICAL)
     path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
-    return torch_candidate, OnnxCandidate.from_torch(torch_candidate, path)
+    return torch_candidate, from_torch(torch_candidate, path)
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -139,7 +140,7 @@ def test_a_network_with_trained_adapters_exports(architecture: str, tmp_path: Pa
                 param.normal_(0.0, 0.2)
     adapted.model.eval()
     rows = frame(256, seed=1)
-    onnx_candidate = OnnxCandidate.from_torch(adapted, tmp_path / "adapted.onnx")
+    onnx_candidate = from_torch(adapted, tmp_path / "adapted.onnx")
     expected = adapted.predict_proba(rows)
     assert np.abs(expected - base.predict_proba(rows)).max() > 1e-3  # the adapters matter
     np.testing.assert_allclose(onnx_candidate.predict_proba(rows), expected, rtol=0, atol=TOL)
@@ -155,7 +156,7 @@ def test_inputs_without_columns_keep_their_name(
     torch_candidate = candidate(
         architecture, CASES[architecture][1], numeric=numeric, categorical=categorical
     )
-    onnx_candidate = OnnxCandidate.from_torch(torch_candidate, tmp_path / "model.onnx")
+    onnx_candidate = from_torch(torch_candidate, tmp_path / "model.onnx")
     assert [i.name for i in onnx_candidate.session.get_inputs()] == ["x_num", "x_cat"]
     for batch in (1, 64):
         rows = frame(batch, seed=1)
@@ -342,7 +343,8 @@ def test_loading_candidates_natively_never_imports_onnx_runtime(tmp_path: Path) 
     code = (
         "import sys; from ontime.evaluation import evaluate; from ontime.candidates import load_candidate; "
         f"load_candidate({str(tmp_path / 'ens')!r}); "
-        "print(sorted(m for m in ('onnx', 'onnxruntime', 'ontime.export.onnx') if m in sys.modules))"
+        "onnx = ('onnx', 'onnxruntime', 'ontime.export.onnx', 'ontime.candidates.onnx_model'); "
+        "print(sorted(m for m in onnx if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

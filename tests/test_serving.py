@@ -30,17 +30,15 @@ from polars.testing import assert_frame_equal
 from sklearn.metrics import roc_auc_score
 
 from ontime.candidates import ONNX_FILE, torch_folders
+from ontime.candidates.onnx_model import OnnxCandidate
 from ontime.candidates.torch_model import TorchCandidate
 from ontime.errors import ConfigError, DataError
-from ontime.export.onnx import OnnxCandidate
 from ontime.serving.local import serve_bento
 from ontime.serving.online import OPTIONAL_DERIVED, Scorer
 from ontime.serving.requestlog import KEYS
 from ontime.serving.requestlog import read as read_log
 from ontime.serving.scoring import score_records
 from tests.conftest import REPO, TORCH_CANDIDATES, SmokeRepo
-
-pytestmark = pytest.mark.slow
 
 # The champion is chosen among the candidates that hold the PyTorch model (alone or in an ensemble),
 # so that a flight the model cannot score exists for certain: see `unscorable`.

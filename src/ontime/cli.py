@@ -8,8 +8,8 @@ source, so help stays fast (the stages import torch) and editing a stage's help 
 alone (and those importing its module), not the whole graph.
 
 To add a stage: write those three beside its ``main(params_path, ...)``, add a row to STAGES, and
-add the stage to dvc.yaml with the same options and, in its deps, every module it runs
-(tests/test_cli.py and tests/test_graph.py check both).
+add the stage to dvc.yaml with the same options and, in its deps, exactly the modules it runs
+(``python dev/deps.py --write`` writes them; tests/test_cli.py and tests/test_graph.py check both).
 """
 
 from __future__ import annotations

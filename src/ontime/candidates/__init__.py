@@ -7,7 +7,9 @@ This package holds everything needed to load and score a candidate (``torch_mode
 depend on it (``dvc.yaml``) and not on ``ontime.training``.
 
 Serving may run the PyTorch networks in ONNX Runtime instead (``runtime="onnx"``: a torch folder's
-``model.onnx``, which the package stage exports); everything else loads as trained.
+``model.onnx``, which the package stage exports with ``ontime.export.onnx``, scored by
+``onnx_model``); everything else loads as trained. ``ontime.export`` depends on this package, never
+the other way round.
 """
 
 from __future__ import annotations
@@ -75,10 +77,11 @@ def load_candidate(folder: str | Path, runtime: Runtime = "native") -> Candidate
     info = read_json(info_path)
     if info.get("kind") == "torch" and runtime == "onnx":
         # Imported by name rather than by an import statement: only serving and the package stage
-        # (which list src/ontime/export in their dvc.yaml deps) ask for onnx, so evaluate, select
-        # and the other stages that load candidates never import onnx or onnxruntime, nor depend on them.
-        onnx_export: Any = importlib.import_module("ontime.export.onnx")
-        candidate: Candidate = onnx_export.OnnxCandidate.load(folder)
+        # ask for onnx (and list onnx_model.py in their dvc.yaml deps, through ontime.export.onnx),
+        # so evaluate, select and the other stages that load candidates never import onnxruntime,
+        # nor depend on it.
+        onnx_model: Any = importlib.import_module("ontime.candidates.onnx_model")
+        candidate: Candidate = onnx_model.OnnxCandidate.load(folder)
         return candidate
     if info.get("kind") == "torch":
         from ontime.candidates.torch_model import TorchCandidate

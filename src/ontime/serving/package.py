@@ -207,8 +207,9 @@ def prepare_runtime(
     resolved = resolve_runtime(bundle, runtime)
     if resolved == "native":
         return {"runtime": "native"}
+    from ontime.candidates.onnx_model import OnnxCandidate
     from ontime.candidates.torch_model import TorchCandidate
-    from ontime.export.onnx import OnnxCandidate, export_onnx, parity_max_abs_diff, synthetic_inputs
+    from ontime.export.onnx import export_onnx, parity_max_abs_diff, synthetic_inputs
 
     written: list[Path] = []
     worst = 0.0
