@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro studies check lint types test test-fast clean-venv
+.PHONY: install repro studies check lint types test test-fast test-unit clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,18 +32,22 @@ lint:
 types:
 	$(BIN)/mypy
 
-## Two workers (the machine's two cores): every test of a file runs in one worker (module fixtures are
-## built once), and the tests of the shared smoke pipeline (fixture smoke_repo) all in one
-## (tests/conftest.py). TEST_JOBS=0 runs in this process (e.g. for pdb).
+## Two workers (the machine's two cores), pytest-xdist `--dist loadgroup`: every test of a file runs
+## in one worker (module fixtures are built once). The lanes are folders (tests/README.md):
+## tests/unit, tests/component (`make test-fast`, the edit-test loop) and tests/pipeline (whole
+## pipelines through DVC, served Bentos; its smoke pipeline builds in the background from the
+## start). TEST_JOBS=0 runs in this process (e.g. for pdb).
 TEST_JOBS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 test:
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
+	$(PYTEST)
 
-## The edit-test loop: unit and component tests, without the tests marked slow (whole pipelines
-## through dvc, served Bentos); `make check` runs everything.
 test-fast: install
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup -m "not slow"
+	$(PYTEST) tests/unit tests/component
+
+test-unit: install
+	$(PYTEST) tests/unit
 
 clean-venv:
 	rm -rf $(VENV)

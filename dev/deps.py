@@ -4,7 +4,7 @@ A stage runs ``src/ontime/__main__.py`` and ``cli.py`` (dvc calls ``ontime``, wh
 ``python -m ontime``), the modules cli.py imports at its top level, and the module cli.py's table
 names for the stage, followed through every ``import ontime...`` (in function bodies too: the lazy
 imports), with the ``__init__.py`` of every package on the way. The package stage also runs the
-service module, which the Bento runs. tests/test_graph.py checks dvc.yaml and studies/dvc.yaml
+service module, which the Bento runs. tests/unit/test_graph.py checks dvc.yaml and studies/dvc.yaml
 against these lists, both ways. This script reads the sources and never imports ``ontime``.
 
     python dev/deps.py            # print each stage's list

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,12 @@ import yaml
 from ontime.params import compose
 
 REPO = Path(__file__).resolve().parents[1]
+# Two workers, the smoke build and the processes they start share 2 cores. OpenMP's default is to
+# spin while it waits (torch and LightGBM both use it), so oversubscribed processes burn each other's
+# cores: three copies of one tiny-model test took 58 s side by side, 17 s with passive waiting. The
+# thread counts (and so the numbers) stay as the params set them. Set before any worker or
+# subprocess loads an OpenMP runtime; they inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 BIN = Path(sys.executable).parent
 
 # The real config, shrunk by the `smoke` profile (conf/experiment/smoke.yaml): two months of data.
@@ -26,33 +35,110 @@ TINY = ["model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.
 # holding the PyTorch model, so that serving tests can make it overflow (a LightGBM model never does).
 TORCH_CANDIDATES = "select.candidates=[base,finetuned,ens_weighted,ens_stacking]"
 SMOKE_GRAPH = [*SHRUNK, *TINY, TORCH_CANDIDATES]
-SLOW_FIXTURES = {"smoke_repo", "studied"}  # a whole pipeline through dvc: minutes to build
+# The lanes are the folders under tests/ (tests/README.md): what a test may use decides where it lives.
+LANES = ("unit", "component", "pipeline")
+# Fixtures that stand for whole pipelines through DVC or served Bentos: pipeline lane only.
+PIPELINE_FIXTURES = {"smoke_repo", "studied", "repo"}
+# Tests that write into the smoke pipeline's shared BentoML store or run DVC inside its origin (a
+# repository lock): one worker runs them one after another (pytest-xdist group), the other smoke
+# tests spread over the workers.
+SMOKE_WRITERS = "smoke_writers"
+SMOKE_DIR = "ONTIME_TEST_SMOKE_DIR"  # where the background build of the smoke pipeline writes
+
+
+def lane(item: pytest.Item) -> str:
+    parts = Path(str(item.path)).relative_to(REPO / "tests").parts
+    if len(parts) < 2 or parts[0] not in LANES:
+        raise pytest.UsageError(f"{item.nodeid}: a test lives in one of tests/{{{','.join(LANES)}}}/")
+    return parts[0]
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for ``pytest -n N --dist loadgroup`` (make test): a worker runs a whole group, so a
-    session or module fixture is built once per group, not once per test. Tests on the smoke
-    pipeline (``smoke_repo``, minutes to build) form one group; every other file is its own.
-    Tests on a whole pipeline run through DVC (``SLOW_FIXTURES``) are marked ``slow``: ``make
-    test-fast`` leaves them out, ``make check`` (CI) runs them."""
+    """Marks each test with its lane (its folder) and refuses a whole-pipeline fixture outside
+    tests/pipeline/. Groups for ``pytest -n N --dist loadgroup`` (make test): a worker runs a whole
+    group, so a module fixture is built once; a group is a file, except the tests marked
+    ``xdist_group(SMOKE_WRITERS)``, which share a group across files."""
     for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        group = "smoke_repo" if "smoke_repo" in fixtures else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-        if SLOW_FIXTURES.intersection(fixtures):
-            item.add_marker(pytest.mark.slow)
+        where = lane(item)
+        item.add_marker(getattr(pytest.mark, where))
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if where != "pipeline" and (used := sorted(PIPELINE_FIXTURES & fixtures)):
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {used}, a whole pipeline or served Bento: move it to tests/pipeline/"
+            )
+        if not any(m.name == "xdist_group" for m in item.iter_markers()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Under ``--dist loadgroup`` pytest-xdist appends ``@group`` to each node id on the worker; if
-    it did not (a pytest it does not support), every worker would build every minutes-long fixture:
+    it did not (a pytest it does not support), every worker would build every module fixture:
     stop instead of running a suite twice as slow."""
     if getattr(session.config.option, "loadgroup", False) and not all("@" in i.nodeid for i in session.items):
         raise pytest.UsageError(
             "pytest-xdist did not group the tests (--dist loadgroup): install the dev extra's "
             f"pytest (pytest {pytest.__version__} is not supported): pip install -e '.[dev]'"
         )
+
+
+def _selects_pipeline(config: pytest.Config) -> bool:
+    """Whether the command line's paths take in tests/pipeline/ (no paths: testpaths, all of tests/)."""
+    paths = [a.split("::")[0] for a in config.args if not a.startswith("-")]
+    if not paths:
+        return True
+    pipeline = REPO / "tests" / "pipeline"
+    for arg in paths:
+        path = (Path(config.invocation_params.dir) / arg).resolve()
+        if path == pipeline or pipeline in path.parents or path in pipeline.parents:
+            return True
+    return False
+
+
+@pytest.hookimpl(trylast=True)  # after the tmpdir plugin has made config._tmp_path_factory
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controller (not a pytest-xdist worker): when the pipeline lane is selected, start the
+    smoke pipeline's build in the background (tests/smoke_build.py) so it runs while the workers
+    take other tests; the workers inherit ``ONTIME_TEST_SMOKE_DIR`` and wait for it there."""
+    if hasattr(config, "workerinput") or os.environ.get(SMOKE_DIR) or not _selects_pipeline(config):
+        return
+    if config.option.collectonly:
+        return
+    root = config._tmp_path_factory.getbasetemp() / "smoke_repo"  # type: ignore[attr-defined]
+    root.mkdir()
+    os.environ[SMOKE_DIR] = str(root)
+    log = (root / "build.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.smoke_build", str(root)],
+        cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    config.stash[_BUILD] = proc
+
+
+_BUILD = pytest.StashKey[subprocess.Popen]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    proc = config.stash.get(_BUILD, None)
+    if proc is not None and proc.poll() is None:  # the run ended first (a failure, -x, Ctrl-C)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    if proc is not None:
+        os.environ.pop(SMOKE_DIR, None)
+
+
+def wait_for(root: Path, marker: str, timeout: float = 1800) -> None:
+    """Until the background build writes ``marker`` under ``root``; fails with its error or log."""
+    from tests.smoke_build import FAILED
+
+    deadline = time.monotonic() + timeout
+    while not (root / marker).exists():
+        if (root / FAILED).exists():
+            pytest.fail(f"the smoke pipeline's build failed:\n{(root / FAILED).read_text()}", pytrace=False)
+        if time.monotonic() > deadline:
+            log = (root / "build.log").read_text()[-5000:]
+            pytest.fail(f"the smoke pipeline's build wrote no {marker} in {timeout} s:\n{log}", pytrace=False)
+        time.sleep(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -158,6 +244,18 @@ class SmokeRepo:
     environ: dict[str, str]  # BENTOML_HOME: the store the pipeline packaged into
     first_commit: str  # the params commit the pipeline ran on (before results were committed)
 
+    def rebuilt(self) -> tuple[Path, str]:
+        """A second build of the whole graph from nothing (tests/smoke_build.py ``rebuild``): its
+        clone and `dvc repro`'s output. Made in the background after the first build when the
+        session started one, else here."""
+        from tests.smoke_build import REBUILT, rebuild
+
+        if os.environ.get(SMOKE_DIR):
+            wait_for(self.root, REBUILT)
+            return self.root / "rebuild", (self.root / "rebuild.log").read_text()
+        info = {"origin": str(self.origin), "first_commit": self.first_commit}
+        return self.root / "rebuild", rebuild(self.root, info)
+
     def clone(self, name: str, *, pull: bool = True) -> Path:
         dest = self.root / name
         run(["git", "clone", "-q", str(self.origin), str(dest)], self.root)
@@ -171,28 +269,19 @@ class SmokeRepo:
 
 @pytest.fixture(scope="session")
 def smoke_repo(tmp_path_factory: pytest.TempPathFactory) -> SmokeRepo:
-    root = tmp_path_factory.mktemp("smoke_repo")
-    origin = copy_repo(root / "origin")
-    environ = {**env(), "BENTOML_HOME": str(root / "bentoml")}
+    """The whole smoke graph, run once per test run for every worker (tests/smoke_build.py): in
+    the background from the session's start, or here when nothing started it."""
+    from tests.smoke_build import READY, main
 
-    def sh(*args: str) -> str:
-        proc = subprocess.run(list(args), cwd=origin, env=environ, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
-        return proc.stdout
-
-    sh("dvc", "remote", "add", "-d", "storage", str(root / "remote"))
-    sh("dvc", "remote", "modify", "storage", "verify", "true")
-    sh("ontime", "params", *SMOKE_GRAPH)
-    sh("git", "commit", "-qam", "smoke params, local remote")
-    first = sh("git", "rev-parse", "HEAD").strip()
-    out = sh("dvc", "repro")
-    stages = yaml.safe_load((origin / "dvc.yaml").read_text())["stages"]
-    assert all(f"Running stage '{stage}'" in out for stage in stages), out
-    assert "studies/dvc.yaml" not in out, "a plain `dvc repro` must not run the studies"
-    sh("git", "add", "-A")
-    sh("git", "commit", "-qm", "results")
-    sh("dvc", "push", "--run-cache")
-    return SmokeRepo(root, origin, root / "remote", environ, first)
+    if os.environ.get(SMOKE_DIR):
+        root = Path(os.environ[SMOKE_DIR])
+        wait_for(root, READY)
+    else:  # e.g. a pytest started with ONTIME_TEST_SMOKE_DIR unset by hand: build it here
+        root = tmp_path_factory.mktemp("smoke_repo")
+        assert main(root, rebuild_too=False) == 0, (root / "failed").read_text()
+    info = json.loads((root / "smoke.json").read_text())
+    environ = {**env(), "BENTOML_HOME": info["bentoml_home"]}
+    return SmokeRepo(root, Path(info["origin"]), Path(info["remote"]), environ, info["first_commit"])
 
 
 @pytest.fixture(scope="session")

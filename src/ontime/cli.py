@@ -9,7 +9,7 @@ alone (and those importing its module), not the whole graph.
 
 To add a stage: write those three beside its ``main(params_path, ...)``, add a row to STAGES, and
 add the stage to dvc.yaml with the same options and, in its deps, exactly the modules it runs
-(``python dev/deps.py --write`` writes them; tests/test_cli.py and tests/test_graph.py check both).
+(``python dev/deps.py --write`` writes them; tests/unit/test_cli.py and tests/unit/test_graph.py check both).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from ontime.errors import ConfigError
 from ontime.serving import requestlog
 from ontime.serving.requestlog import RequestLog, default_path, log_files, read, read_lines, record
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2013, 12, 1, 12, tzinfo=dt.UTC)
 
 

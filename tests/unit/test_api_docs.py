@@ -5,7 +5,7 @@ saw; and request bodies whose example is a complete valid record, so "Try it out
 Fast, no server: the default data's fields come from the committed ``params.yaml`` and a schema
 recorded here with the clean stage's own :func:`~ontime.data.collect.record_schema` on a few
 flights; one's own table scores its example through a bundle made in-process
-(``tests/test_serving_names.py``); BentoML writes the OpenAPI spec of a service defined here.
+(``tests/unit/test_serving_names.py``); BentoML writes the OpenAPI spec of a service defined here.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from ontime.serving.online import (
     request_fields,
     request_model,
 )
-from tests import test_serving_names
 from tests.conftest import REPO
-from tests.test_serving_names import own_fields
+from tests.unit import test_serving_names
+from tests.unit.test_serving_names import own_fields
 
 own_bundle = test_serving_names.own_bundle  # the fixture: a bundle of one's own table (module-wide)
 TODAY = {dt.date.today().isoformat(), dt.datetime.now(dt.UTC).date().isoformat()}

@@ -23,9 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from ontime.serving.local import serve_bento
 from ontime.serving.requestlog import read as read_log
-from tests.conftest import SMOKE_GRAPH, SmokeRepo
-
-pytestmark = pytest.mark.slow
+from tests.conftest import SMOKE_GRAPH, SMOKE_WRITERS, SmokeRepo
 
 DAYS = ("2013-02-11", "2013-02-12")  # in the smoke profile's test window (Feb 10-28)
 N_FLIGHTS = 400
@@ -160,6 +158,7 @@ def tags(repo: Path, environ: dict[str, str]) -> set[str]:
     return set(sh(["git", "tag", "--list"], repo, environ).stdout.split())
 
 
+@pytest.mark.xdist_group(SMOKE_WRITERS)  # packages a stump into the shared store
 def test_the_gate_promotes_only_a_better_challenger_and_rollback_restores_the_tag(
     smoke_repo: SmokeRepo,
 ) -> None:

@@ -2,7 +2,7 @@
 
 The posting is checked against a real HTTP server on a loopback port (the standard library's, in a
 thread) that declares a record schema as the service's ``/docs.json`` does and records every body
-it is sent; the whole loop against a real ``bentoml serve`` is in tests/test_live.py.
+it is sent; the whole loop against a real ``bentoml serve`` is in tests/pipeline/test_live.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +333,17 @@ def test_stop_after_runs_exactly_those_epochs_without_early_stopping() -> None:
     assert len(result.history) == 4  # no early stop with patience 1, whatever validation does
     # the 4th epoch's lr is the 10-epoch schedule's (a 4-epoch schedule would be at its minimum)
     assert result.history[-1]["lr"] > cfg.lr * cfg.min_lr_ratio * 1.5
+
+
+def test_setup_runtime_turns_on_deterministic_algorithms_without_importing_inductor() -> None:
+    # torch.use_deterministic_algorithms imports torch._inductor (1.8 s of a process's start);
+    # setup_runtime sets the same flag without it. In a fresh process: this one may have Inductor.
+    code = (
+        "import sys, torch\n"
+        "from ontime.training.loop import setup_runtime\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "setup_runtime('cpu', 1)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]

@@ -11,9 +11,7 @@ import pytest
 import yaml
 
 from ontime.compare import short as compare_short
-from tests.conftest import SMOKE_GRAPH, SmokeRepo, run
-
-pytestmark = pytest.mark.slow
+from tests.conftest import SMOKE_GRAPH, SMOKE_WRITERS, SmokeRepo, run
 
 DATA_STAGES = ("collect", "clean", "featurize", "split")
 
@@ -125,6 +123,7 @@ def test_generic_table_through_dvc(repo: Path) -> None:
     assert test.get_column("when").dt.month().min() >= 5
 
 
+@pytest.mark.xdist_group(SMOKE_WRITERS)  # DVC in the origin (its lock), an experiment packages
 def test_dvc_repro_whole_graph(smoke_repo: SmokeRepo) -> None:
     repo = smoke_repo.origin  # the whole graph ran there once for the session; read-only here
     later = ("train", "finetune", "baseline", "linear", "ensemble", "evaluate", "select")

@@ -23,8 +23,8 @@ from ontime.models.roles import Role, parameter_roles
 from ontime.spec import FeatureSpec, read_part
 from ontime.training import ensemble, finetune
 from ontime.training.loop import parameter_groups
+from tests.component.test_train import TINY, run_train
 from tests.conftest import write_params
-from tests.test_train import TINY, run_train
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import ontime
 from ontime.errors import ConfigError, Interrupted
 from ontime.io import read_json
 from ontime.training import loop, train
+from tests.component.test_train import train_args
 from tests.conftest import SHRUNK, write_params
-from tests.test_train import train_args
 
 TINY = [*SHRUNK, "model.d_block=32", "model.n_blocks=1", "model.n_frequencies=4", "model.d_num_embedding=4"]
 EPOCH_LINE = re.compile(r"^train epoch \d+ \(up to \d+\): train loss")

@@ -28,9 +28,7 @@ import yaml
 
 from ontime.serving.local import serve_bento
 from ontime.serving.online import Scorer
-from tests.conftest import SMOKE_GRAPH, SmokeRepo
-
-pytestmark = pytest.mark.slow
+from tests.conftest import SMOKE_GRAPH, SMOKE_WRITERS, SmokeRepo
 
 PARAMS = SMOKE_GRAPH
 STAGES = ("collect", "clean", "featurize", "split", "analyze", "train", "finetune", "tune", "baseline",
@@ -66,11 +64,10 @@ def built(smoke_repo: SmokeRepo) -> SmokeRepo:
 
 # ------------------------------------------------------------------------- clone, pull, done ---
 def test_two_fresh_clones_build_byte_identical_outputs(built: SmokeRepo) -> None:
-    clone = built.clone("rebuild", pull=False)
-    sh(["git", "checkout", "-q", built.first_commit], clone, built.environ)
-    environ = {**built.environ, "BENTOML_HOME": str(built.root / "bentoml-rebuild")}
-    out = sh(["dvc", "repro"], clone, environ)
-    assert ran(out.stdout) == set(STAGES), out.stdout
+    # A fresh clone of the params commit, its own BentoML store and processes, `dvc repro` from
+    # nothing (tests/smoke_build.py runs it in the background right after the first build).
+    clone, out = built.rebuilt()
+    assert ran(out) == set(STAGES), out
     mine, theirs = lock_outs(clone), lock_outs(built.origin)
     assert set(mine) == set(theirs)
     differ = sorted(p for p in mine if mine[p] != theirs[p])
@@ -112,23 +109,21 @@ def test_inference_code_edit_makes_evaluate_and_package_stale(built: SmokeRepo) 
     assert not stale & {"collect", "clean", "featurize", "split", "report"}, stale
 
 
-def test_corrupted_remote_object_is_refused_on_pull(built: SmokeRepo) -> None:
-    objects = sorted(
-        p for p in (built.remote / "files").rglob("*") if p.is_file() and not p.name.endswith(".dir")
-    )
+def test_corrupted_remote_object_is_refused_on_pull(built: SmokeRepo, tmp_path: Path) -> None:
+    # A copy of the remote (other workers pull from the shared one meanwhile), verify on as there.
+    remote = Path(shutil.copytree(built.remote, tmp_path / "remote"))
+    objects = sorted(p for p in (remote / "files").rglob("*") if p.is_file() and not p.name.endswith(".dir"))
     victim = max(objects, key=lambda p: p.stat().st_size)
     saved = victim.read_bytes()
-    try:
-        victim.chmod(0o644)
-        victim.write_bytes(bytes([saved[0] ^ 0xFF]) + saved[1:])
-        clone = built.clone("corrupted", pull=False)
-        proc = sh(["dvc", "pull"], clone, built.environ, check=False)
-        assert proc.returncode != 0, proc.stdout
-        assert "Checkout failed" in proc.stderr, proc.stderr
-        # Nothing corrupted reached the workspace: every file DVC checked out has its recorded hash.
-        assert "Data and pipelines are up to date" not in sh(["dvc", "status"], clone, built.environ).stdout
-    finally:
-        victim.write_bytes(saved)
+    victim.chmod(0o644)
+    victim.write_bytes(bytes([saved[0] ^ 0xFF]) + saved[1:])
+    clone = built.clone("corrupted", pull=False)
+    sh(["dvc", "remote", "modify", "--local", "storage", "url", str(remote)], clone, built.environ)
+    proc = sh(["dvc", "pull"], clone, built.environ, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "Checkout failed" in proc.stderr, proc.stderr
+    # Nothing corrupted reached the workspace: every file DVC checked out has its recorded hash.
+    assert "Data and pipelines are up to date" not in sh(["dvc", "status"], clone, built.environ).stdout
 
 
 # ------------------------------------------------------------------------------------ serving ---
@@ -170,6 +165,7 @@ def model_version(client: httpx.Client, flight: dict[str, Any]) -> str:
     return str(r.json()["model_version"])
 
 
+@pytest.mark.xdist_group(SMOKE_WRITERS)  # packages into the shared store and prunes it
 def test_registry_and_serving_follow_the_pinned_tag(built: SmokeRepo) -> None:
     repo, environ = built.clone("registry"), built.environ
     v1 = json.loads((repo / "models/package.json").read_text())

@@ -1,7 +1,7 @@
 """The promotion gate's arithmetic and the registry's history, without a pipeline: the paired
 bootstrap on known predictions, the window check on model cards, and who/when/why kept in the
 stage assignments' git tags of a real temp repository. The gate on real packaged models, with
-promotion and rollback, is in tests/test_live.py."""
+promotion and rollback, is in tests/pipeline/test_live.py."""
 
 from __future__ import annotations
 

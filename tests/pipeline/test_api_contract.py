@@ -27,10 +27,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, Case, GenerationMode
 
-from tests import test_serving
-from tests.test_serving import Packaged, Server, serve_packaged
+from tests.pipeline import test_serving
+from tests.pipeline.test_serving import Packaged, Server, serve_packaged
 
-pytestmark = pytest.mark.slow
 packaged = test_serving.packaged  # the fixture: the smoke pipeline's model and Bento (session-wide)
 
 MAX_EXAMPLES = 300  # per operation and generation mode
