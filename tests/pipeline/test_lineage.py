@@ -109,6 +109,21 @@ def test_inference_code_edit_makes_evaluate_and_package_stale(built: SmokeRepo) 
     assert not stale & {"collect", "clean", "featurize", "split", "report"}, stale
 
 
+def test_a_stage_help_edit_makes_only_that_stage_stale(built: SmokeRepo) -> None:
+    # Each stage declares its command line in its own module (cli.py only names the modules): a
+    # help text edited there re-runs that stage, not the graph (cli.py was every stage's dep).
+    clone = built.clone("help-edit")
+    for module, stage in (("training/linear.py", "linear"), ("evaluation/select.py", "select")):
+        path = clone / "src/ontime" / module
+        text = path.read_text()
+        assert "SUMMARY = " in text
+        path.write_text(text.replace("SUMMARY = ", "SUMMARY = 'Edited. ' + ", 1))
+        stale = set(json.loads(sh(["dvc", "status", "dvc.yaml", "--json"], clone, built.environ).stdout))
+        assert stale == {stage}, (module, stale)
+        path.write_text(text)
+    assert json.loads(sh(["dvc", "status", "dvc.yaml", "--json"], clone, built.environ).stdout) == {}
+
+
 def test_corrupted_remote_object_is_refused_on_pull(built: SmokeRepo, tmp_path: Path) -> None:
     # A copy of the remote (other workers pull from the shared one meanwhile), verify on as there.
     remote = Path(shutil.copytree(built.remote, tmp_path / "remote"))

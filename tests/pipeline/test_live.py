@@ -169,7 +169,7 @@ def test_the_gate_promotes_only_a_better_challenger_and_rollback_restores_the_ta
 
     # a worse challenger: the gate says no, and nothing changes
     sh(["ontime", "params", *STUMP], repo, environ)
-    sh(["dvc", "repro"], repo, environ)
+    sh(["dvc", "repro", "package"], repo, environ)  # the packaged challenger; not its report
     stump = json.loads((repo / "models/package.json").read_text())
     assert stump["model_tag"] != good["model_tag"]
     sh(["git", "commit", "-qam", "a stump"], repo, environ)
