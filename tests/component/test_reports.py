@@ -538,6 +538,10 @@ def test_monitor_flags_drifted_traffic_and_adds_to_the_workspace(
     # the monitor's workspace: the pipeline's project, dashboard and snapshots, and the served one
     first = snapshot_ids(served["workspace"])
     assert list(first) == [project_id]
+    # the copies are the pipeline's snapshot files, byte for byte, under the same ids
+    copies = served["workspace"] / project_id / "snapshots"
+    for path in sorted((served["pipeline"] / project_id / "snapshots").glob("*.json")):
+        assert (copies / path.name).read_bytes() == path.read_bytes(), path.name
     assert set(pipeline[project_id]) < set(first[project_id])
     assert len(first[project_id]) == len(pipeline[project_id]) + 1
     ws = Workspace(str(served["workspace"]))

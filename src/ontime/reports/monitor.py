@@ -56,6 +56,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,6 +408,30 @@ def monitor(
     return result, summary
 
 
+def _project_dir(workspace_dir: Path, name: str) -> Path | None:
+    """The folder of the oldest (by id) project called ``name`` in the workspace at
+    ``workspace_dir``, read from its ``metadata.json`` files; None when there is none."""
+    found = []
+    for meta in workspace_dir.glob("*/metadata.json"):
+        try:
+            project_name = json.loads(meta.read_bytes()).get("name")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{meta}: an unreadable project of the Evidently workspace ({exc})") from exc
+        if project_name == name:
+            found.append(meta.parent)
+    return min(found, key=lambda p: p.name) if found else None
+
+
+def _snapshot_head(path: Path) -> tuple[bytes, str | None, list[str]]:
+    """A snapshot file's bytes, name and tags (json, not Evidently's pydantic models: 10x faster)."""
+    raw = path.read_bytes()
+    try:
+        head = json.loads(raw)
+        return raw, head.get("name"), list(head.get("tags") or [])
+    except (ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: not an Evidently snapshot ({exc}); re-run `dvc repro report`") from exc
+
+
 def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Project) -> int:
     """Copy the report stage's snapshots from its workspace at ``source_dir`` (only read: it is a DVC
     output) into ``proj``; returns how many snapshots were copied.
@@ -418,6 +443,11 @@ def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Pro
     ids, tagged ``quality``); so are snapshots tagged ``served`` in ``source_dir`` (a workspace from
     before the monitor had its own), copied under their ids. The dashboard is not copied: ``main``
     writes the current one (``workspace.dashboard``), the same the report stage writes.
+
+    A local Evidently workspace keeps one JSON file per snapshot (``<project>/snapshots/<id>.json``),
+    so the copies are the files' bytes: opening the source as a ``Workspace`` and reading each
+    snapshot through Evidently's models, then writing it back, took 14 s a run on the smoke data
+    (``Workspace()`` alone parses every snapshot once).
     """
     if not source_dir.exists():
         log.warning(
@@ -426,26 +456,31 @@ def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Pro
             source_dir,
         )
         return 0
-    source = open_workspace(source_dir)
-    found = sorted(source.search_project(proj.name), key=lambda p: str(p.id))
-    if not found:
+    check_workspace(source_dir)
+    origin = _project_dir(source_dir, proj.name)
+    if origin is None:
         log.warning("monitor: %s has no project %r: no pipeline snapshots copied", source_dir, proj.name)
         return 0
-    origin = found[0]
+    target_dir = Path(workspace.path) / str(proj.id) / "snapshots"
+    target_dir.mkdir(parents=True, exist_ok=True)
     copied: set[str] = set()
-    for sid in sorted(source.list_runs(origin.id), key=str):
-        model = source.get_run(origin.id, sid)
-        if model is None:
+    for path in sorted((origin / "snapshots").glob("*.json"), key=lambda p: p.name):
+        sid = path.name.removesuffix(".json")
+        if not _UUID.match(sid):
             continue
-        target = sid if SERVED in model.tags else snapshot_id(proj.name, model.name or str(sid))
-        workspace.state.write_snapshot(proj.id, target, model)
-        copied.add(str(target))
+        raw, name, tags = _snapshot_head(path)
+        target = sid if SERVED in tags else str(snapshot_id(proj.name, name or sid))
+        (target_dir / f"{target}.json").write_bytes(raw)
+        copied.add(target)
     for sid in workspace.list_runs(proj.id):
         if uuid.UUID(str(sid)).version == 5 and str(sid) not in copied:
-            own = workspace.get_run(proj.id, sid)
-            if own is None or QUALITY not in own.tags:
+            _, _, tags = _snapshot_head(target_dir / f"{sid}.json")
+            if QUALITY not in tags:
                 workspace.delete_run(proj.id, sid)
     return len(copied)
+
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True)
