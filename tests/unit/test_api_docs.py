@@ -21,11 +21,11 @@ import yaml
 from pydantic import BaseModel
 
 from ontime.config import section
-from ontime.config.clean import CleanConfig
+from ontime.config.clean import LABEL, CleanConfig
 from ontime.config.data import DataConfig
 from ontime.config.featurize import FeaturizeConfig
 from ontime.config.serve import ServeConfig
-from ontime.data.clean import LABEL, hhmm_violation
+from ontime.data.clean import hhmm_violation
 from ontime.data.collect import POLARS_DTYPES, record_schema
 from ontime.errors import ConfigError
 from ontime.serving.online import (

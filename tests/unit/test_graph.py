@@ -48,7 +48,6 @@ MODULE = {
 # so editing one of those modules (its help included) re-runs these stages too.
 IMPORTS_OTHER_STAGES = {
     "clean": {"collect"},  # SCHEMA_FILE, record_schema: the recorded schema
-    "featurize": {"clean", "collect"},  # LABEL (and, through clean, collect)
     "finetune": {"train"},  # arrays
     "tune": {"train"},  # train(): every trial is the train stage's fit
     "package": {"clean", "collect", "featurize"},  # the service validates and featurizes requests as they do

@@ -12,11 +12,10 @@ import polars as pl
 import pytest
 import yaml
 
-from ontime.config.clean import LabelConfig
+from ontime.config.clean import LABEL, LabelConfig
 from ontime.config.featurize import FeaturizeConfig
 from ontime.config.split import SplitConfig
 from ontime.data import featurize as featurize_stage
-from ontime.data.clean import LABEL
 from ontime.data.featurize import check_names, featurize
 from ontime.data.split import split
 from ontime.errors import DataError

@@ -32,11 +32,10 @@ from pydantic import BaseModel, ValidationError
 
 from ontime.candidates.lightgbm_model import LightGBMCandidate, encode
 from ontime.config import section
-from ontime.config.clean import CleanConfig
+from ontime.config.clean import LABEL, CleanConfig
 from ontime.config.data import DataConfig
 from ontime.config.featurize import FeaturizeConfig
 from ontime.config.serve import ServeConfig
-from ontime.data.clean import LABEL
 from ontime.data.collect import record_schema
 from ontime.data.featurize import featurize
 from ontime.errors import ConfigError, DataError

@@ -28,6 +28,9 @@ class TableRules(StrictModel):
     )
 
 
+LABEL = "label"  # the column clean writes the 0/1 label to, from this section's `label`
+
+
 class LabelConfig(StrictModel):
     """How the binary label is derived from a column of ``table``."""
 

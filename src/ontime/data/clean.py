@@ -22,14 +22,12 @@ import polars as pl
 
 from ontime import command
 from ontime.config import load_params, section
-from ontime.config.clean import CleanConfig, LabelConfig, TableRules
+from ontime.config.clean import LABEL, CleanConfig, LabelConfig, TableRules
 from ontime.data.collect import SCHEMA_FILE, record_schema
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
-
-LABEL = "label"
 
 
 def _require(df: pl.DataFrame, columns: list[str], *, table: str, rule: str) -> None:

@@ -28,9 +28,8 @@ import polars as pl
 
 from ontime import command
 from ontime.config import load_params, section
-from ontime.config.clean import LabelConfig
+from ontime.config.clean import LABEL, LabelConfig
 from ontime.config.featurize import FeaturizeConfig
-from ontime.data.clean import LABEL
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json, write_parquet
 from ontime.spec import LABEL_SOURCE

@@ -31,9 +31,9 @@ from ontime import command
 from ontime.candidates import CANDIDATE_FILE
 from ontime.config import load_params, section
 from ontime.config import seed as read_seed
+from ontime.config.clean import LABEL
 from ontime.config.featurize import FeaturizeConfig
 from ontime.config.gate import GateConfig
-from ontime.data.clean import LABEL
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json
 from ontime.serving.online import Scorer

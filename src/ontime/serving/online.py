@@ -72,12 +72,12 @@ from pydantic_core import PydanticCustomError
 
 from ontime.candidates import Candidate, load_candidate
 from ontime.config import DType, section
-from ontime.config.clean import CleanConfig, LabelConfig, TableRules
+from ontime.config.clean import LABEL, CleanConfig, LabelConfig, TableRules
 from ontime.config.data import DataConfig
 from ontime.config.featurize import FeaturizeConfig
 from ontime.config.serve import ServeConfig
 from ontime.config.split import Window
-from ontime.data.clean import LABEL, apply_value_rules, hhmm_violation, is_blank
+from ontime.data.clean import apply_value_rules, hhmm_violation, is_blank
 from ontime.data.collect import POLARS_DTYPES
 from ontime.data.featurize import GROUPS, featurize
 from ontime.errors import DataError
