@@ -82,6 +82,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         )
 
 
+_BUILD = pytest.StashKey[subprocess.Popen]()  # the background smoke build (controller only)
+
+
 def _selects_pipeline(config: pytest.Config) -> bool:
     """Whether the command line's paths take in tests/pipeline/ (no paths: testpaths, all of tests/)."""
     paths = [a.split("::")[0] for a in config.args if not a.startswith("-")]
@@ -100,31 +103,28 @@ def pytest_configure(config: pytest.Config) -> None:
     """In the controller (not a pytest-xdist worker): when the pipeline lane is selected, start the
     smoke pipeline's build in the background (tests/smoke_build.py) so it runs while the workers
     take other tests; the workers inherit ``ONTIME_TEST_SMOKE_DIR`` and wait for it there."""
-    if hasattr(config, "workerinput") or os.environ.get(SMOKE_DIR) or not _selects_pipeline(config):
+    if hasattr(config, "workerinput") or os.environ.get(SMOKE_DIR) or config.option.collectonly:
         return
-    if config.option.collectonly:
+    if not _selects_pipeline(config):
         return
     root = config._tmp_path_factory.getbasetemp() / "smoke_repo"  # type: ignore[attr-defined]
     root.mkdir()
     os.environ[SMOKE_DIR] = str(root)
-    log = (root / "build.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.smoke_build", str(root)],
-        cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    config.stash[_BUILD] = proc
-
-
-_BUILD = pytest.StashKey[subprocess.Popen]()
+    with (root / "build.log").open("w") as log:  # the child holds its own copy of the handle
+        config.stash[_BUILD] = subprocess.Popen(
+            [sys.executable, "-m", "tests.smoke_build", str(root)],
+            cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     proc = config.stash.get(_BUILD, None)
-    if proc is not None and proc.poll() is None:  # the run ended first (a failure, -x, Ctrl-C)
+    if proc is None:
+        return
+    if proc.poll() is None:  # the run ended first (a failure, -x, Ctrl-C)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    if proc is not None:
-        os.environ.pop(SMOKE_DIR, None)
+    os.environ.pop(SMOKE_DIR, None)
 
 
 def wait_for(root: Path, marker: str, timeout: float = 1800) -> None:

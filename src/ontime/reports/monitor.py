@@ -56,13 +56,13 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from evidently.ui.storage.local.base import PROJECT_FILE_NAME, SNAPSHOTS_DIR_NAME, UUID_REGEX
 from evidently.ui.workspace import Project, Workspace
 
 from ontime import command
@@ -412,7 +412,7 @@ def _project_dir(workspace_dir: Path, name: str) -> Path | None:
     """The folder of the oldest (by id) project called ``name`` in the workspace at
     ``workspace_dir``, read from its ``metadata.json`` files; None when there is none."""
     found = []
-    for meta in workspace_dir.glob("*/metadata.json"):
+    for meta in workspace_dir.glob(f"*/{PROJECT_FILE_NAME}"):
         try:
             project_name = json.loads(meta.read_bytes()).get("name")
         except (OSError, ValueError) as exc:
@@ -461,12 +461,12 @@ def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Pro
     if origin is None:
         log.warning("monitor: %s has no project %r: no pipeline snapshots copied", source_dir, proj.name)
         return 0
-    target_dir = Path(workspace.path) / str(proj.id) / "snapshots"
+    target_dir = Path(workspace.path) / str(proj.id) / SNAPSHOTS_DIR_NAME
     target_dir.mkdir(parents=True, exist_ok=True)
     copied: set[str] = set()
-    for path in sorted((origin / "snapshots").glob("*.json"), key=lambda p: p.name):
+    for path in sorted((origin / SNAPSHOTS_DIR_NAME).glob("*.json"), key=lambda p: p.name):
         sid = path.name.removesuffix(".json")
-        if not _UUID.match(sid):
+        if not UUID_REGEX.match(sid):  # as the workspace's own listing (LocalState.list_snapshots)
             continue
         raw, name, tags = _snapshot_head(path)
         target = sid if SERVED in tags else str(snapshot_id(proj.name, name or sid))
@@ -478,9 +478,6 @@ def refresh_pipeline_snapshots(source_dir: Path, workspace: Workspace, proj: Pro
             if QUALITY not in tags:
                 workspace.delete_run(proj.id, sid)
     return len(copied)
-
-
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True)
