@@ -30,7 +30,7 @@ SRC = REPO / "src"
 DVC_FILES = ("dvc.yaml", "studies/dvc.yaml")
 RUN_ALWAYS = ("ontime/__main__.py", "ontime/cli.py")  # under SRC: what `ontime <stage>` starts with
 EXTRA_ROOTS = {"package": ("ontime.serving.service",)}  # what the Bento the package stage builds runs
-SRC_DEP = re.compile(r"^ {6}- src/ontime/\S*\s*$")  # one code dep of a stage (no comment after it)
+SRC_DEP = re.compile(r"^( {6}| {8})- src/ontime/\S*\s*$")  # a code dep (no comment after it); 8: in a `do:`
 
 
 def module_file(name: str) -> Path | None:
@@ -92,9 +92,14 @@ def runner_imports() -> set[str]:
     return {n for s in stmts for n in imported(s, "ontime")}
 
 
+def body(stage: dict) -> dict:
+    """A stage's definition: itself, or the ``do`` of a ``foreach``/``matrix`` stage."""
+    return stage.get("do", stage)
+
+
 def command_of(stage: dict) -> str:
     """The ``ontime`` command a stage's ``cmd`` runs."""
-    words = str(stage["cmd"]).split()
+    words = str(body(stage)["cmd"]).split()
     assert words[0] == "ontime", words
     return words[1]
 
@@ -118,17 +123,19 @@ def rewrite(text: str, deps: dict[str, list[str]]) -> str:
     out: list[str] = []
     stage = None
     in_stages = in_deps = placed = False
+    indent = "      "
     for line in lines:
         if re.match(r"^\S", line):  # a top-level key
             in_stages = line.startswith("stages:")
             stage, in_deps = None, False
         elif in_stages and (m := re.match(r"^ {2}(\w+):\s*$", line)):
             stage, in_deps, placed = m.group(1), False, False
-        elif stage and re.match(r"^ {4}\S", line):
-            in_deps = line.rstrip() == "    deps:"
+        elif stage and (m := re.match(r"^( {4}| {6})([A-Za-z_]\w*:.*?)\s*$", line)):  # a key, not a list item
+            in_deps = m.group(2) == "deps:"
+            indent = m.group(1) + "  "
         if in_deps and SRC_DEP.match(line):
             if not placed:
-                out.extend(f"      - {d}\n" for d in deps[stage])
+                out.extend(f"{indent}- {d}\n" for d in deps[stage])
                 placed = True
             continue
         out.append(line)

@@ -40,6 +40,7 @@ def validate(params: dict[str, Any], *, source: str = "params") -> None:
     from ontime.config.serve import ServeConfig
     from ontime.config.split import SplitConfig
     from ontime.config.strategies import StrategiesConfig
+    from ontime.config.svm import SVMConfig
     from ontime.config.train import TrainConfig
     from ontime.config.tune import TuneConfig, check_space
 
@@ -56,6 +57,7 @@ def validate(params: dict[str, Any], *, source: str = "params") -> None:
         "finetune": FinetuneConfig,
         "baseline": BaselineConfig,
         "linear": LinearConfig,
+        "svm": SVMConfig,
         "ensemble": EnsembleConfig,
         "evaluate": EvaluateConfig,
         "select": SelectConfig,

@@ -3,7 +3,6 @@ curve, run by DVC on a clone of the session's smoke pipeline (smoke profile, tin
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -15,9 +14,11 @@ from sklearn.metrics import roc_auc_score
 
 from ontime.candidates import VALID_PART
 from ontime.candidates.torch_model import TorchCandidate
-from ontime.studies.backtest import month_start
+from ontime.config import load_params, section
+from ontime.config.split import SplitConfig
+from ontime.studies.backtest import label
+from ontime.training.folds import fold_windows
 from tests.conftest import SmokeRepo, run
-from tests.unit.test_studies import MONTHS, TZ
 
 
 # ------------------------------------------------------------------------------ through DVC ---
@@ -38,56 +39,49 @@ def features(root: Path) -> pl.DataFrame:
     return pl.read_parquet(root / "data/features/features.parquet")
 
 
-def month_rows(df: pl.DataFrame, start: dt.date, end: dt.date) -> int:
-    def at(d: dt.date) -> dt.datetime:
-        return dt.datetime(d.year, d.month, d.day)
-
-    t = pl.col("time_hour").dt.convert_time_zone(TZ).dt.replace_time_zone(None)
-    return df.filter((t >= at(start)) & (t < at(end))).height
-
-
-def test_backtest_walks_forward_month_by_month(studied: Path) -> None:
+def test_backtest_walks_forward_over_the_folds_and_the_test_window(studied: Path) -> None:
     metrics = json.loads((studied / "metrics/backtest.json").read_text())
-    assert [m["month"] for m in metrics["months"]] == MONTHS
-    df = features(studied)
-    for m in metrics["months"]:
-        first = month_start(m["month"])
-        rows = m["rows"]
-        # test = the whole month; fine-tune = the month before (its last 5 days validate); train =
-        # the month before that (smoke: backtest.train_months 1), its last 5 days validating
-        assert rows["test"] == month_rows(df, first, month_start(m["month"], 1))
-        assert rows["finetune"] + rows["finetune_valid"] == month_rows(df, month_start(m["month"], -1), first)
-        assert rows["finetune_valid"] == month_rows(df, first - dt.timedelta(days=5), first)
-        assert rows["train"] + rows["train_valid"] == month_rows(
-            df, month_start(m["month"], -2), month_start(m["month"], -1)
-        )
-        expected = {
-            "base",
-            "finetuned_head",
-            "finetuned_adapter",
-            "lgbm_train",
-            "lgbm_all",
-            "linear",
-            "ens_weighted",
-            "ens_stacking",
-        }
-        assert set(m["roc_auc"]) == expected
+    params = load_params(studied / "params.yaml")
+    split_cfg = section(params, "split", SplitConfig, source="params.yaml")
+    days = params["select"]["fold_days"]
+    periods = metrics["periods"]
+    # folds 3, 2, 1 (the oldest first), then the test window
+    expected = [label(f"fold {k}", fold_windows(split_cfg.windows, k, days)["test"]) for k in (3, 2, 1)]
+    assert [m["period"] for m in periods] == [*expected, label("test", split_cfg.windows["test"])]
+    assert [m["reused"] for m in periods] == [False, True, True, True]  # select's folds and the test: read
+    candidates = {
+        *("base", "finetuned", "lgbm_train", "lgbm_all", "linear", "svm", "ens_weighted", "ens_stacking")
+    }
+    for m in periods:
+        assert set(m["roc_auc"]) == candidates | {"finetuned_adapter"}, m["period"]  # finetuned: head
         assert all(0.5 < auc < 1 for auc in m["roc_auc"].values()), m["roc_auc"]
-        # the adapter strategy trains fewer weights than the whole model, more than none
         assert m["models"]["finetuned_adapter"]["trainable_parameters"] > 0
+    # a reused fold scores exactly what the fold stage predicted; the test window is evaluate's
+    fold = pl.read_parquet(studied / "data/folds/1/predictions.parquet")
+    y = fold.get_column("label").to_numpy()
+    for name in candidates:
+        assert periods[2]["roc_auc"][name] == pytest.approx(roc_auc_score(y, fold.get_column(name)), abs=1e-6)
+    evaluated = json.loads((studied / "metrics/evaluate.json").read_text())
+    for name in candidates:
+        assert periods[3]["roc_auc"][name] == pytest.approx(evaluated[name]["test"]["roc_auc"], abs=1e-6)
     means = metrics["mean_roc_auc"]
     for name, mean in means.items():
-        assert mean == pytest.approx(np.mean([m["roc_auc"][name] for m in metrics["months"]]), abs=1e-6)
-    for strategy in ("head", "adapter"):
-        diffs = [m["roc_auc"][f"finetuned_{strategy}"] - m["roc_auc"]["base"] for m in metrics["months"]]
-        assert metrics["finetuned_minus_base"][strategy]["mean"] == pytest.approx(np.mean(diffs), abs=1e-6)
+        assert mean == pytest.approx(np.mean([m["roc_auc"][name] for m in periods]), abs=1e-6)
+    diffs = [m["roc_auc"]["finetuned_adapter"] - m["roc_auc"]["base"] for m in periods]
+    assert metrics["finetuned_minus_base"]["adapter"]["mean"] == pytest.approx(np.mean(diffs), abs=1e-6)
+    # the selection regret: periods with two before them (fold 1, the test window); on the test
+    # window the fold rule serves what select served
+    selection = metrics["selection"]
+    assert [r["period"] for r in selection["periods"]] == [m["period"] for m in periods[2:]]
+    champion = json.loads((studied / "metrics/select.json").read_text())["champion"]
+    assert selection["periods"][-1]["folds"] == champion
     table = (studied / "reports/studies/backtest/backtest.md").read_text()
-    for line in ("| 2013-03 |", "| 2013-04 |", "| mean |", "Fine-tuned minus base"):
+    for line in (f"| {expected[0]} |", "| mean |", "Fine-tuned minus base", "## Selection regret"):
         assert line in table
     points = json.loads((studied / "reports/studies/backtest/points.json").read_text())
-    assert len(points) == len(MONTHS) * 8
-    assert {(p["month"], p["candidate"]): p["roc_auc"] for p in points}[("2013-04", "linear")] == (
-        metrics["months"][1]["roc_auc"]["linear"]
+    assert len(points) == len(periods) * 9
+    assert {(p["period"], p["candidate"]): p["roc_auc"] for p in points}[(expected[1], "linear")] == (
+        periods[1]["roc_auc"]["linear"]
     )
 
 
@@ -148,7 +142,7 @@ def test_studies_are_up_to_date_and_outside_the_main_run(studied: Path) -> None:
         assert (studied / next(iter(stage["metrics"][0]))).is_file(), name
     plots = json.loads(run(["dvc", "plots", "show", "--json"], studied).stdout)
     titles = {
-        "Backtest: test ROC AUC by month": 2 * 8,  # points: months x models
+        "Backtest: test ROC AUC by period": 4 * 9,  # points: periods x models
         "Fine-tuning strategies: ROC AUC": 3 * 2,  # (none, head, adapter) x (valid, test)
         "Learning curve: ROC AUC by training rows": 2 * 4,  # shares x (2 models x 2 parts)
     }

@@ -27,8 +27,10 @@ DVC_STAGES = {**MAIN_STAGES, **STUDY_STAGES}
 
 
 def dvc_argv(stage: str) -> list[str]:
-    """The arguments dvc.yaml passes to ``ontime`` for ``stage``, ``${...}`` interpolations as "x"."""
-    cmd = re.sub(r"\$\{[^}]*\}", "x", str(DVC_STAGES[stage]["cmd"]))
+    """The arguments dvc.yaml passes to ``ontime`` for ``stage`` (a ``foreach``'s ``do``), ``${item}``
+    as "1" and other ``${...}`` interpolations as "x"."""
+    body = DVC_STAGES[stage].get("do", DVC_STAGES[stage])
+    cmd = re.sub(r"\$\{[^}]*\}", "x", str(body["cmd"]).replace("${item}", "1"))
     words = shlex.split(cmd)
     return words[words.index("ontime") + 1 :]
 
@@ -70,7 +72,7 @@ def test_the_stage_module_is_a_dependency_and_gets_every_option_by_keyword(
 ) -> None:
     module_name = cli.COMMANDS[stage]
     rel = "src/" + module_name.replace(".", "/") + ".py"
-    deps = [str(d).rstrip("/") for d in DVC_STAGES[stage]["deps"]]
+    deps = [str(d).rstrip("/") for d in DVC_STAGES[stage].get("do", DVC_STAGES[stage])["deps"]]
     assert any(rel == d or rel.startswith(d + "/") for d in deps), f"{stage} runs {rel}: not in its deps"
 
     module = importlib.import_module(module_name)
@@ -104,11 +106,12 @@ def test_the_runner_passes_options_by_keyword(monkeypatch: pytest.MonkeyPatch) -
             "split_dir": ns.split,
             "spec_path": ns.spec,
             "predictions_dir": ns.predictions,
+            "folds_dir": ns.folds,
             "out_dir": ns.out,
             "metrics_path": ns.metrics,
         }
     ]
-    assert len(ns.candidate) == 7
+    assert len(ns.candidate) == 8
 
 
 def test_main_result_is_the_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:

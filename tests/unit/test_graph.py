@@ -51,14 +51,17 @@ IMPORTS_OTHER_STAGES = {
     "finetune": {"train"},  # arrays
     "tune": {"train"},  # train(): every trial is the train stage's fit
     "package": {"clean", "collect", "featurize"},  # the service validates and featurizes requests as they do
-    "backtest": {"split", "train", "finetune", "baseline", "linear", "ensemble"},  # each stage's fitting
+    "svm": {"linear"},  # fit_preprocessor, FITTING: the linear candidate's inputs and rows
+    "fold": {"split", "train", "finetune", "baseline", "linear", "svm", "ensemble"},  # each stage's fitting
+    # fit_candidates (the folds' function) and the stages' fitting it calls
+    "backtest": {"fold", "split", "train", "finetune", "baseline", "linear", "svm", "ensemble"},
     "strategies": {"train", "finetune"},  # finetune_members (finetune imports train)
     "learning_curve": {"train", "baseline"},  # train_members, fit_lightgbm
 }
 
 
 def src_deps(stage: str) -> set[str]:
-    return {str(d) for d in STAGES[stage]["deps"] if str(d).startswith("src/")}
+    return {str(d) for d in deps.body(STAGES[stage])["deps"] if str(d).startswith("src/")}
 
 
 def paste(files: set[str]) -> str:

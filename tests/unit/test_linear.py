@@ -16,7 +16,7 @@ from ontime.config import section
 from ontime.config.linear import LinearConfig
 from ontime.config.preprocess import PreprocessConfig
 from ontime.errors import ConfigError, DataError
-from ontime.evaluation import select
+from ontime.evaluation import model_card
 from ontime.io import read_json, write_json
 from ontime.spec import FeatureSpec, binary_labels, mask_optional
 from ontime.training.linear import (
@@ -219,10 +219,10 @@ def test_main_writes_the_refit_candidate_and_metrics(tmp_path: Path, parts: dict
     metrics = read_json(metrics_path)
     assert {"valid_roc_auc", "train_rows", "refit_rows", "nonzero_coefficients"} <= set(metrics)
     assert metrics["valid_roc_auc"] > 0.75
-    model = select.describe_model(out)
+    model = model_card.describe_model(out)
     assert model["type"] == "logistic regression (L2, C=1.0)"
     assert model["held_out"] == [VALID_PART]
-    text = select._model_section(model, VALID_PART)
+    text = model_card._model_section(model, VALID_PART)
     assert f"{info['nonzero_coefficients']} nonzero weights" in text
     assert "`train`, `train_valid`, `finetune`, `finetune_valid`" in text
 

@@ -20,7 +20,7 @@ import pytest
 from ontime.config import section
 from ontime.config.data import DataConfig
 from ontime.errors import DataError
-from ontime.evaluation import select
+from ontime.evaluation import model_card, select
 from ontime.evaluation.metrics import choose_threshold, classification_metrics, roc_auc
 from ontime.io import read_json, write_json, write_parquet
 from tests.conftest import compose_params, write_params
@@ -32,6 +32,7 @@ SECTIONS = (
     "Label",
     "Data windows",
     "What the champion is",
+    "How it was chosen",
     "Results",
     "Base rate and calibration",
     "Per-segment results",
@@ -171,10 +172,29 @@ def build(root: Path, *, shuffle_predictions: bool = False) -> Run:
     _candidate(models / "ens/members/base", torch_info, torch_files)
     _candidate(models / "ens/members/lgbm", lgbm_info)
 
+    # Two folds (ontime fold's output): the same three models on earlier rows; the ensemble best.
+    for k, start in ((1, dt.datetime(2013, 10, 31)), (2, dt.datetime(2013, 10, 1))):
+        df = _part(rng, 700, start, 30, 0.2)
+        x = df.get_column("x").to_numpy()
+        base = 1 / (1 + np.exp(-(-1.4 + 0.9 * x + rng.normal(0, 1.0, df.height))))
+        lgbm = 1 / (1 + np.exp(-(-1.4 + 0.9 * x + rng.normal(0, 0.9, df.height))))
+        fold = root / "folds" / str(k)
+        fold.mkdir(parents=True)
+        write_parquet(
+            df.select("when", "label").with_columns(
+                pl.Series("base", base), pl.Series("ens", WEIGHTS[0] * base + WEIGHTS[1] * lgbm),
+                pl.Series("lgbm", lgbm),
+            ),
+            fold / "predictions.parquet",
+        )  # fmt: skip
+        end = start + dt.timedelta(days=30)
+        test_window = {"start": str(start.date()), "end": str(end.date())}
+        write_json(fold / "fold.json", {"windows": {"test": test_window}})
+
     params = write_params(root / "params.yaml", ["select.candidates=[base,lgbm,ens]"])
     args = [
         str(params), str(root / "evaluate.json"), candidates, str(split), str(root / "spec.json"),
-        str(out), str(root / "out/champion"), str(root / "out/select.json"),
+        str(out), str(root / "folds"), str(root / "out/champion"), str(root / "out/select.json"),
     ]  # fmt: skip
     return Run(root, args, parts["test"], preds["valid"], metrics)
 
@@ -231,12 +251,33 @@ def pct(x: float) -> str:
 # ------------------------------------------------------------------------------------- tests ---
 def test_every_table_is_well_formed(run: Run) -> None:
     found = tables(run.markdown())
-    # label, windows, members, results, base rate, calibration, segments
-    assert len(found) == 7, [t[0] for t in found]
+    # label, windows, members, folds, results, base rate, calibration, segments
+    assert len(found) == 8, [t[0] for t in found]
     for header, *rows in found:
         assert rows, header
         for row in rows:
             assert len(row) == len(header), (header, row)
+
+
+def test_the_fold_table_holds_each_candidates_fold_figures(run: Run) -> None:
+    rows = {r["candidate"].split()[0]: r for r in table_in(sections(run.markdown())["How it was chosen"])}
+    assert set(rows) == {"`base`", "`lgbm`", "`ens`"}
+    for name in ("base", "lgbm", "ens"):
+        scores = []
+        for k in (1, 2):
+            df = pl.read_parquet(run.root / "folds" / str(k) / "predictions.parquet")
+            scores.append(roc_auc(df.get_column("label").to_numpy(), df.get_column(name).to_numpy()))
+            assert rows[f"`{name}`"][f"fold {k}"] == f"{scores[-1]:.4f}"
+        assert rows[f"`{name}`"]["mean"] == f"{np.mean(scores):.4f}"
+    card = run.card()["selection"]
+    assert card["by"] == "folds"
+    assert card["champion"] == "ens" == card["best"]
+    assert [f["fold"] for f in card["folds"]] == [1, 2]
+    low, high = card["interval"]  # champion minus runner-up
+    assert low <= high
+    assert "(**champion**)" in rows["`ens`"]["candidate"]
+    results = {r["candidate"]: r for r in table_in(sections(run.markdown())["Results"])}
+    assert results["`ens`"]["folds mean ROC AUC"] == rows["`ens`"]["mean"]
 
 
 def test_a_row_with_an_extra_cell_is_caught() -> None:
@@ -305,7 +346,7 @@ def test_ensemble_members_and_weights(run: Run) -> None:
 def test_champion_kinds(tmp_path: Path) -> None:
     lgbm = tmp_path / "lgbm"
     _candidate(lgbm, {"kind": "lightgbm", "name": "lgbm", "trained_on": ["train"], "best_iteration": 12})
-    assert select.describe_model(lgbm)["type"] == "LightGBM"
+    assert model_card.describe_model(lgbm)["type"] == "LightGBM"
     bag = tmp_path / "bag"
     member = {"kind": "torch", "name": "s0", "trained_on": ["train"]}
     arch = {"model.json": {"architecture": "ft_transformer", "kwargs": {}}}
@@ -316,7 +357,7 @@ def test_champion_kinds(tmp_path: Path) -> None:
         {"kind": "ensemble", "name": "base", "method": "weighted", "bagging_seeds": 3},
         {"combiner.json": {"method": "weighted", "members": ["s0", "s1", "s2"], "weights": [1 / 3] * 3}},
     )
-    assert select.describe_model(bag)["type"] == "FT-Transformer, 3 seeds averaged"
+    assert model_card.describe_model(bag)["type"] == "FT-Transformer, 3 seeds averaged"
     stack = tmp_path / "stack"
     _candidate(stack / "members/lgbm", {"kind": "lightgbm", "name": "lgbm", "trained_on": ["train"]})
     _candidate(stack / "members/base", {**member, "name": "base"}, {"model.json": {"architecture": "mlp"}})
@@ -332,8 +373,8 @@ def test_champion_kinds(tmp_path: Path) -> None:
             }
         },
     )
-    described = select.describe_model(stack)
-    section_text = select._model_section(described, "finetune_valid")
+    described = model_card.describe_model(stack)
+    section_text = model_card._model_section(described, "finetune_valid")
     header, *rows = tables(section_text)[0]
     assert header[-1] == "coefficient (on the member's logit)"
     assert [r[-1] for r in rows] == ["1.5000", "-0.2500"]
@@ -354,7 +395,7 @@ def test_results_list_every_candidate_with_the_champion_in_a_column(run: Run) ->
     # a candidate evaluate scored but select may not choose is listed, and said so
     card = run.card()
     card["results"][1]["eligible"] = False  # lgbm
-    rows = table_in(sections(select.card_markdown(card))["Results"])
+    rows = table_in(sections(model_card.card_markdown(card))["Results"])
     assert [r["selected"] for r in rows] == ["", "not a select.candidate", "**champion**"]
 
 
@@ -403,7 +444,7 @@ def test_per_segment_results(run: Run) -> None:
     assert {s["level"]: s for s in segments}["north"]["roc_auc"] == pytest.approx(
         roc_auc(y[north], p[north]), abs=1e-6
     )
-    small = [s for s in segments if s["rows"] < select.MIN_SEGMENT_ROWS]
+    small = [s for s in segments if s["rows"] < model_card.MIN_SEGMENT_ROWS]
     assert small  # east|west (5%) and brand t (1%)
     assert all(s["roc_auc"] is None for s in small)
     # the table: the same rows, the pipe in "east|west" escaped (a cell, not a column)
@@ -418,7 +459,7 @@ def test_a_single_class_segment_has_no_auc() -> None:
     y = np.r_[np.zeros(150, dtype=np.int64), np.arange(150) % 2]
     p = np.linspace(0, 1, 300)
     test = pl.DataFrame({"g": ["all_negative"] * 150 + ["mixed"] * 150})
-    got = {s["level"]: s for s in select.segment_results(test, y, p, categorical=["g"], time_column=None)}
+    got = {s["level"]: s for s in model_card.segment_results(test, y, p, categorical=["g"], time_column=None)}
     assert got["all_negative"]["roc_auc"] is None
     assert got["all_negative"]["positive_rate"] == 0
     assert got["mixed"]["roc_auc"] is not None
@@ -472,4 +513,4 @@ def test_every_data_config_has_the_card_words() -> None:
 
 def test_the_json_card_renders_the_markdown_card(run: Run) -> None:
     # model_card.json holds every figure the Markdown shows: rendering it again gives the same text
-    assert select.card_markdown(run.card()) == run.markdown()
+    assert model_card.card_markdown(run.card()) == run.markdown()

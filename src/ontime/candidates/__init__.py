@@ -3,8 +3,8 @@
 Every stage that produces a model (train, baseline, finetune, ...) writes one candidate folder;
 evaluate, select and serving load them through :func:`load_candidate` without knowing their kind.
 This package holds everything needed to load and score a candidate (``torch_model``,
-``lightgbm_model``, ``ensemble_model``) and never imports training code, so evaluate and package
-depend on it (``dvc.yaml``) and not on ``ontime.training``.
+``lightgbm_model``, ``linear_model``, ``svm_model``, ``ensemble_model``) and never imports training
+code, so evaluate and package depend on it (``dvc.yaml``) and not on ``ontime.training``.
 
 Serving may run the PyTorch networks in ONNX Runtime instead (``runtime="onnx"``: a torch folder's
 ``model.onnx``, which the package stage exports with ``ontime.export.onnx``, scored by
@@ -24,7 +24,7 @@ import polars as pl
 from ontime.errors import DataError
 from ontime.io import read_json, write_json, write_parquet
 
-Kind = Literal["torch", "lightgbm", "linear", "ensemble"]
+Kind = Literal["torch", "lightgbm", "linear", "svm", "ensemble"]
 # How a candidate's PyTorch networks run: as trained, or exported to ONNX and run in ONNX Runtime.
 Runtime = Literal["native", "onnx"]
 RUNTIMES: tuple[Runtime, ...] = ("native", "onnx")
@@ -63,7 +63,7 @@ def load_candidate(folder: str | Path, runtime: Runtime = "native") -> Candidate
         folder: The candidate's folder.
         runtime: ``native``: as trained. ``onnx``: a torch candidate scores its ``model.onnx`` in
             ONNX Runtime (an ``OnnxCandidate``), and an ensemble passes ``onnx`` on to its members,
-            so its torch members do; LightGBM and linear candidates load as trained either way.
+            so its torch members do; LightGBM, linear and SVM candidates load as trained either way.
 
     Raises:
         DataError: ``folder`` is no candidate, or (``onnx``) a torch folder lacks ``model.onnx``.
@@ -99,13 +99,17 @@ def load_candidate(folder: str | Path, runtime: Runtime = "native") -> Candidate
         from ontime.candidates.linear_model import LinearCandidate
 
         return LinearCandidate.load(folder)
+    if info.get("kind") == "svm":
+        from ontime.candidates.svm_model import SVMCandidate
+
+        return SVMCandidate.load(folder)
     raise DataError(f"{info_path}: unknown candidate kind {info.get('kind')!r}")
 
 
 def torch_folders(folder: str | Path) -> list[Path]:
     """The torch candidate folders of the candidate in ``folder``: itself when it is one, else its
-    ensemble members' (``members/<name>``, recursively, in the combiner's order); none for LightGBM
-    and linear candidates."""
+    ensemble members' (``members/<name>``, recursively, in the combiner's order); none for LightGBM,
+    linear and SVM candidates."""
     folder = Path(folder)
     info_path = folder / CANDIDATE_FILE
     if not info_path.is_file():

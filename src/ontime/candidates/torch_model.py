@@ -157,3 +157,11 @@ def load_torch_members(folder: str | Path) -> list[TorchCandidate]:
         raise DataError(f"{folder}: no trained model; run the train stage first (dvc repro train)")
     names = read_json(folder / "combiner.json")["members"]
     return [TorchCandidate.load(folder / "members" / n) for n in names]
+
+
+def one(name: str, members: list[TorchCandidate]) -> TorchCandidate | EnsembleCandidate:
+    """``members`` (one model, or a seed bag's) as one candidate named ``name``."""
+    if len(members) == 1:
+        members[0].name = name
+        return members[0]
+    return seed_bag(name, members)

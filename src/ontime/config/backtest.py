@@ -1,24 +1,20 @@
-"""The ``backtest`` section: the study's test months and the windows before each."""
+"""The ``backtest`` section: the study's periods (select's folds, further back) and its strategies."""
 
 from __future__ import annotations
-
-import re
 
 from pydantic import Field, field_validator
 
 from ontime.config import StrictModel
 from ontime.config.finetune import check_strategies
 
-MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
 
 class BacktestConfig(StrictModel):
     """The ``backtest`` section of params.yaml."""
 
-    test_months: list[str] = Field(min_length=1, description="test months, YYYY-MM, ascending")
-    finetune_months: int = Field(ge=1, description="months before each test month to fine-tune on")
-    train_months: int | None = Field(
-        ge=1, description="months before the fine-tune window to train on; null = all since the data start"
+    folds: list[int] = Field(
+        min_length=1,
+        description="periods before the test window, as select's folds (k: the split moved back "
+        "k * select.fold_days days); those in select.folds are read from the fold stages",
     )
     strategies: list[str] = Field(
         min_length=1, description="fine-tune strategies to backtest (finetune.strategy's is the ensemble's)"
@@ -29,12 +25,9 @@ class BacktestConfig(StrictModel):
     def _strategies(cls, strategies: list[str]) -> list[str]:
         return check_strategies(strategies)
 
-    @field_validator("test_months")
+    @field_validator("folds")
     @classmethod
-    def _months(cls, months: list[str]) -> list[str]:
-        bad = [m for m in months if not MONTH.match(m)]
-        if bad:
-            raise ValueError(f"{bad}: write months as YYYY-MM, e.g. 2013-07")
-        if months != sorted(set(months)):
-            raise ValueError(f"{months}: list each month once, in ascending order")
-        return months
+    def _folds(cls, folds: list[int]) -> list[int]:
+        if len(set(folds)) != len(folds) or any(k < 1 for k in folds):
+            raise ValueError(f"{folds}: list each fold once, as whole numbers from 1 (1: the nearest)")
+        return folds

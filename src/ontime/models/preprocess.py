@@ -22,6 +22,7 @@ from typing import Any, Literal, Self, get_args
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 from scipy.special import ndtri
 
 Scaling = Literal["zscore", "minmax", "quantile"]
@@ -422,3 +423,22 @@ def _check_keys(what: str, data: dict[str, Any], expected: set[str]) -> None:
     missing, unknown = sorted(expected - set(data)), sorted(set(data) - expected)
     if missing or unknown:
         raise ValueError(f"{what} has missing keys {missing} and unknown keys {unknown}")
+
+
+def design_matrix(pre: Preprocessor, df: pl.DataFrame) -> sp.csr_matrix:
+    """The linear and SVM candidates' input: ``x_num`` as ``pre.transform`` gives it, then each
+    categorical column's codes one-hot (column ``offset_j + code``). Shape: (n, n_num_features +
+    sum(cardinalities)), float64, CSR."""
+    x_num, x_cat = pre.transform(df)  # (n, n_num_features) float32, (n, n_categorical) int64
+    n = df.height
+    offsets = np.cumsum([pre.n_num_features, *pre.cardinalities])  # (n_categorical + 1,)
+    n_cols = int(offsets[-1])
+    numeric = sp.csr_matrix(x_num.astype(np.float64))
+    if not pre.categorical:
+        return sp.csr_matrix(numeric, shape=(n, n_cols))
+    cols = (x_cat + offsets[:-1]).ravel()  # row-major: row i's columns together
+    rows = np.repeat(np.arange(n), x_cat.shape[1])
+    one_hot = sp.csr_matrix(
+        (np.ones(cols.size), (rows, cols - pre.n_num_features)), shape=(n, n_cols - offsets[0])
+    )
+    return sp.csr_matrix(sp.hstack([numeric, one_hot], format="csr"))

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ontime.candidates import Candidate
-from ontime.candidates.torch_model import TorchCandidate, seed_bag
+from ontime.candidates.torch_model import one as one  # re-exported: the studies import it from here
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -43,11 +42,3 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def one(name: str, members: list[TorchCandidate]) -> Candidate:
-    """``members`` (one model, or a seed bag's) as one candidate named ``name``."""
-    if len(members) == 1:
-        members[0].name = name
-        return members[0]
-    return seed_bag(name, members)

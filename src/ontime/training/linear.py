@@ -43,7 +43,7 @@ from ontime.config.linear import LinearConfig
 from ontime.config.preprocess import PreprocessConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, write_json
-from ontime.models.preprocess import Preprocessor
+from ontime.models.preprocess import Preprocessor, design_matrix
 from ontime.spec import FeatureSpec, binary_labels, mask_optional, read_part
 
 log = logging.getLogger(__name__)
@@ -68,25 +68,6 @@ def fit_preprocessor(
         return pre.fit(rows)
     except ValueError as exc:
         raise DataError(f"preprocessing cannot be fitted on {where}: {exc}") from exc
-
-
-def design_matrix(pre: Preprocessor, df: pl.DataFrame) -> sp.csr_matrix:
-    """The model's input: ``x_num`` as ``pre.transform`` gives it, then each categorical column's
-    codes one-hot (column ``offset_j + code``). Shape: (n, n_num_features + sum(cardinalities)),
-    float64, CSR."""
-    x_num, x_cat = pre.transform(df)  # (n, n_num_features) float32, (n, n_categorical) int64
-    n = df.height
-    offsets = np.cumsum([pre.n_num_features, *pre.cardinalities])  # (n_categorical + 1,)
-    n_cols = int(offsets[-1])
-    numeric = sp.csr_matrix(x_num.astype(np.float64))
-    if not pre.categorical:
-        return sp.csr_matrix(numeric, shape=(n, n_cols))
-    cols = (x_cat + offsets[:-1]).ravel()  # row-major: row i's columns together
-    rows = np.repeat(np.arange(n), x_cat.shape[1])
-    one_hot = sp.csr_matrix(
-        (np.ones(cols.size), (rows, cols - pre.n_num_features)), shape=(n, n_cols - offsets[0])
-    )
-    return sp.csr_matrix(sp.hstack([numeric, one_hot], format="csr"))
 
 
 def fit_logistic(x: sp.csr_matrix, y: np.ndarray, cfg: LinearConfig, seed: int) -> LogisticRegression:
