@@ -48,7 +48,12 @@ def build(root: Path) -> dict[str, str]:
     _sh(["git", "commit", "-qam", "smoke params, local remote"], origin, environ)
     first = _sh(["git", "rev-parse", "HEAD"], origin, environ).strip()
     out = _sh(["dvc", "repro"], origin, environ)
-    stages = yaml.safe_load((origin / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((origin / "params.yaml").read_text())
+    stages = [
+        name
+        for key, stage in yaml.safe_load((origin / "dvc.yaml").read_text())["stages"].items()
+        for name in ([f"{key}@{k}" for k in params["select"]["folds"]] if "foreach" in stage else [key])
+    ]  # a foreach stage (fold) runs as fold@1, fold@2, ...
     missing = [stage for stage in stages if f"Running stage '{stage}'" not in out]
     if missing:
         raise RuntimeError(f"`dvc repro` did not run {missing}:\n{out}")

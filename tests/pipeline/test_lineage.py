@@ -32,7 +32,8 @@ from tests.conftest import SMOKE_GRAPH, SMOKE_WRITERS, SmokeRepo
 
 PARAMS = SMOKE_GRAPH
 STAGES = ("collect", "clean", "featurize", "split", "analyze", "train", "finetune", "tune", "baseline",
-          "ensemble", "evaluate", "select", "package", "report")  # fmt: skip
+          "linear", "svm", "ensemble", "fold@1", "fold@2", "evaluate", "select", "package",
+          "report")  # fmt: skip
 
 
 def sh(

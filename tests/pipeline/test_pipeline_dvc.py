@@ -126,17 +126,30 @@ def test_generic_table_through_dvc(repo: Path) -> None:
 @pytest.mark.xdist_group(SMOKE_WRITERS)  # DVC in the origin (its lock), an experiment packages
 def test_dvc_repro_whole_graph(smoke_repo: SmokeRepo) -> None:
     repo = smoke_repo.origin  # the whole graph ran there once for the session; read-only here
-    later = ("train", "finetune", "baseline", "linear", "ensemble", "evaluate", "select")
+    later = (
+        "train",
+        "finetune",
+        "baseline",
+        "linear",
+        "svm",
+        "ensemble",
+        "fold@1",
+        "fold@2",
+        "evaluate",
+        "select",
+    )
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert set(metrics) == {
-        "base", "finetuned", "lgbm_train", "lgbm_all", "linear", "ens_weighted", "ens_stacking",
+        "base", "finetuned", "lgbm_train", "lgbm_all", "linear", "svm", "ens_weighted", "ens_stacking",
     }  # fmt: skip
     champion = json.loads((repo / "metrics/select.json").read_text())["champion"]
     card = json.loads((repo / "models/champion/model_card.json").read_text())
     assert card["champion"] == champion
     allowed = yaml.safe_load((repo / "params.yaml").read_text())["select"]["candidates"]
-    best_valid = max(allowed, key=lambda c: metrics[c]["valid"]["roc_auc"])
-    assert metrics[champion]["valid"]["roc_auc"] == metrics[best_valid]["valid"]["roc_auc"]
+    # chosen on the folds (select.prefer higher_mean): the best mean fold ROC AUC of the allowed ones
+    means = {r["candidate"]: r["mean"] for r in card["selection"]["table"]}
+    assert set(means) == set(allowed)
+    assert means[champion] == max(means.values())
     assert (repo / "models/champion/MODEL_CARD.md").read_text().startswith(f"# Model card: {champion}")
     for block in metrics.values():
         assert 0 < block["threshold"] < 1
@@ -170,14 +183,15 @@ def test_dvc_repro_whole_graph(smoke_repo: SmokeRepo) -> None:
     for name in ("valid/roc_auc", "ROC curve (test window)", "Calibration (test window)", "confusion"):
         assert name in plots, name
 
-    # a train param re-runs train and what uses its model, never the data stages or baseline
+    # a train param re-runs train and what uses its model, and the folds (which train the same way),
+    # never the data stages, baseline, linear or svm
     clone = smoke_repo.clone("train-lr")
     # (up to select: package and report would follow as any model change's do)
     exp = run(
         ["dvc", "exp", "run", *(f"-S{o}" for o in SMOKE_GRAPH), "-S", "train.lr=0.003", "select"], clone
     )
     ran_now = {s for s in ("split", *later) if f"Running stage '{s}'" in exp.stdout}
-    assert ran_now == {"train", "finetune", "ensemble", "evaluate", "select"}, exp.stdout
+    assert ran_now == {"train", "finetune", "ensemble", "fold@1", "fold@2", "evaluate", "select"}, exp.stdout
 
 
 def test_grid_search_through_the_queue(smoke_repo: SmokeRepo) -> None:

@@ -33,7 +33,7 @@ from ontime.evaluation.metrics import (
 )
 from tests.conftest import REPO, run
 
-CANDIDATES = ["base", "finetuned", "lgbm_train", "lgbm_all", "linear", "ens_weighted", "ens_stacking"]
+CANDIDATES = ["base", "finetuned", "lgbm_train", "lgbm_all", "linear", "svm", "ens_weighted", "ens_stacking"]
 MAX_PAGE_BYTES = 2_000_000
 CURVES = ("ROC curve (test window)", "Precision-recall (test window)")
 CALIBRATION = "Calibration (test window)"
