@@ -32,7 +32,7 @@ def _day(value: object) -> dt.date:
 
 
 def test_each_fold_rated_rows_before_the_test_window_that_no_fit_saw(smoke_repo: SmokeRepo) -> None:
-    root = smoke_repo.root
+    root = smoke_repo.origin
     params = load_params(root / "params.yaml")
     cfg = section(params, "select", SelectConfig, source="params.yaml")
     split_cfg = section(params, "split", SplitConfig, source="params.yaml")
@@ -76,7 +76,7 @@ def test_each_fold_rated_rows_before_the_test_window_that_no_fit_saw(smoke_repo:
 
 
 def test_a_fold_fits_every_candidate_as_its_stage_does(smoke_repo: SmokeRepo) -> None:
-    root = smoke_repo.root
+    root = smoke_repo.origin
     params = load_params(root / "params.yaml")
     spec_dict = read_json(root / "data/features/spec.json")
     spec = FeatureSpec.load(root / "data/features/spec.json")
