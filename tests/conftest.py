@@ -291,3 +291,15 @@ def data_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = write_params(work / "params.yaml", SHRUNK)
     run_stages(work, params)
     return work
+
+
+def dev_tool(name: str) -> Any:
+    """``dev/<name>.py`` (a script, not a package) loaded as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"dev_{name}", REPO / "dev" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

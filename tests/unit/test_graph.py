@@ -12,26 +12,13 @@ the service's files.
 
 from __future__ import annotations
 
-import importlib.util
-from types import ModuleType
-
 import pytest
 import yaml
 
 from ontime.serving.package import bentofile_includes
-from tests.conftest import REPO
+from tests.conftest import REPO, dev_tool
 
-
-def _deps_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dev_deps", REPO / "dev/deps.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-deps = _deps_tool()
+deps = dev_tool("deps")
 SRC = REPO / "src"
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 # dvc.yaml's stages and the studies' (studies/dvc.yaml, run from the repository root: wdir ..)

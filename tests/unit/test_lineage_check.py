@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from types import ModuleType
-
-from tests.conftest import REPO
+from tests.conftest import REPO, dev_tool
 
 
-def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dev_lineage", REPO / "dev/lineage.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _tool():
+    return dev_tool("lineage")
 
 
 def test_the_check_sees_changed_code_params_and_commands_not_data() -> None:
