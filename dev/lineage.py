@@ -10,7 +10,7 @@ describe a run this commit cannot reproduce. The fix: run the stage, commit its 
 
     python dev/lineage.py            # exit 1 and list the stale stages
 
-Not yet part of `make check`: the locks at this commit predate the folds (issue 26's note).
+tests/pipeline/test_lineage.py runs the same check in `make check`.
 """
 
 from __future__ import annotations

@@ -172,7 +172,9 @@ def members(data_run: Path, trained: Path, tmp_path_factory: pytest.TempPathFact
 
 def run_ensemble(split: Path, spec: Path, members: list[str], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    params = write_params(out / "params.yaml", ["ensemble.members=[base,lgbm_train,lgbm_all]"])
+    # select.folds=[]: weighted on the validation rows (the folds' path: tests/pipeline/test_folds.py)
+    overrides = ["ensemble.members=[base,lgbm_train,lgbm_all]", "select.folds=[]"]
+    params = write_params(out / "params.yaml", overrides)
     ensemble.main(str(params), str(split), str(spec), members, str(out / "ens"), str(out / "ens.json"))
     return read_json(out / "ens.json")
 

@@ -7,7 +7,9 @@ smoke pipeline with tiny models, fresh clones, a real `bentoml serve` on a free 
 - an edit of inference code makes evaluate and package stale; an edit of the training loop after a
   finished run retrains instead of resuming;
 - a corrupted object on the remote is refused on pull;
-- an experiment never takes over the served model; promote and rollback serve the expected tag.
+- an experiment never takes over the served model; promote and rollback serve the expected tag;
+- at this commit, every stage of dvc.yaml and studies/dvc.yaml ran with the code and params committed
+  beside its lock (dev/lineage.py), so the README's figures are this code's.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import yaml
 
 from ontime.serving.local import serve_bento
 from ontime.serving.online import Scorer
-from tests.conftest import SMOKE_GRAPH, SMOKE_WRITERS, SmokeRepo
+from tests.conftest import REPO, SMOKE_GRAPH, SMOKE_WRITERS, SmokeRepo, dev_tool
 
 PARAMS = SMOKE_GRAPH
 STAGES = ("collect", "clean", "featurize", "split", "analyze", "train", "finetune", "tune", "baseline",
@@ -64,6 +66,15 @@ def built(smoke_repo: SmokeRepo) -> SmokeRepo:
 
 
 # ------------------------------------------------------------------------- clone, pull, done ---
+def test_the_committed_locks_match_the_code_and_params_at_this_commit() -> None:
+    """Both dvc.yaml files' locks were written by the code and params in this checkout: no stage
+    lists a changed tracked dep, param or command in `dvc status` (data deps are products)."""
+    lineage = dev_tool("lineage")
+    proc = subprocess.run(["dvc", "status", "--json"], cwd=REPO, capture_output=True, text=True, check=True)
+    stale = lineage.stale(json.loads(proc.stdout or "{}"), lineage.tracked(REPO))
+    assert stale == {}, f"run these stages and commit the locks with the code (dev/lineage.py): {stale}"
+
+
 def test_two_fresh_clones_build_byte_identical_outputs(built: SmokeRepo) -> None:
     # A fresh clone of the params commit, its own BentoML store and processes, `dvc repro` from
     # nothing (tests/smoke_build.py runs it in the background right after the first build).

@@ -57,13 +57,14 @@ def test_folds_lie_before_the_test_window_and_never_overlap_their_training(overr
     assert sum((e - s).days for s, e in rated) >= 6 * 7 or overrides, "under 6 weeks of fold days"
 
 
-def test_the_default_folds_are_november_and_october() -> None:
+def test_the_default_folds_are_november_october_and_september() -> None:
     cfg = section(compose_params([]), "select", SelectConfig, source="conf")
     windows = split_cfg().windows
     tests = [fold_windows(windows, k, cfg.fold_days)["test"] for k in cfg.folds]
     assert [(str(w.start), str(w.end)) for w in tests] == [
         ("2013-11-01", "2013-12-01"),
         ("2013-10-02", "2013-11-01"),
+        ("2013-09-02", "2013-10-02"),
     ]
 
 
@@ -113,6 +114,7 @@ def crafted(noise: dict[str, float], n: int = 3000, seed: int = 0) -> tuple[dict
 def decide(tmp_path: Path, noise: dict[str, float], **cfg: object) -> dict:
     probabilities, labels = crafted(noise)
     folds = write_folds(tmp_path, probabilities, labels)
+    cfg = {"folds": [1, 2], **cfg}  # the crafted folds
     config = SelectConfig(metric="roc_auc", candidates=list(noise), bootstrap=300, **cfg)  # type: ignore[arg-type]
     return select.decide(select.read_folds(folds, config, "label"), config, KINDS, seed=1)
 
@@ -133,7 +135,7 @@ def test_the_best_mean_wins_and_its_interval_excludes_zero(tmp_path: Path) -> No
 def test_the_fold_table_is_each_folds_roc_auc_and_their_mean(tmp_path: Path) -> None:
     probabilities, labels = crafted({"lin": 2.0, "net": 0.5})
     folds = write_folds(tmp_path, probabilities, labels)
-    config = SelectConfig(metric="roc_auc", candidates=["lin", "net"], bootstrap=100)
+    config = SelectConfig(metric="roc_auc", candidates=["lin", "net"], bootstrap=100, folds=[1, 2])
     decision = select.decide(select.read_folds(folds, config, "label"), config, KINDS, seed=1)
     for row in decision["table"]:
         expected = [roc_auc_score(labels[k], probabilities[k][row["candidate"]]) for k in (1, 2)]
@@ -161,7 +163,7 @@ def test_within_noise_the_declared_tie_break_decides(
 def test_lower_is_better_metrics_pick_the_smallest(tmp_path: Path) -> None:
     probabilities, labels = crafted({"lin": 2.0, "net": 0.4})
     folds = write_folds(tmp_path, probabilities, labels)
-    config = SelectConfig(metric="log_loss", candidates=["lin", "net"], bootstrap=100)
+    config = SelectConfig(metric="log_loss", candidates=["lin", "net"], bootstrap=100, folds=[1, 2])
     decision = select.decide(select.read_folds(folds, config, "label"), config, KINDS, seed=1)
     assert decision["champion"] == "net"
     table = {r["candidate"]: r for r in decision["table"]}
@@ -172,7 +174,7 @@ def test_a_fold_with_one_class_is_refused(tmp_path: Path) -> None:
     probabilities, labels = crafted({"lin": 1.0, "net": 0.5})
     labels[2] = np.zeros_like(labels[2])
     folds = write_folds(tmp_path, probabilities, labels)
-    config = SelectConfig(metric="roc_auc", candidates=["lin", "net"])
+    config = SelectConfig(metric="roc_auc", candidates=["lin", "net"], folds=[1, 2])
     with pytest.raises(DataError, match=r"fold 2 .* one class only.*select.fold_days"):
         select.read_folds(folds, config, "label")
 
@@ -180,7 +182,7 @@ def test_a_fold_with_one_class_is_refused(tmp_path: Path) -> None:
 def test_a_fold_without_a_candidate_is_refused(tmp_path: Path) -> None:
     probabilities, labels = crafted({"lin": 1.0})
     folds = write_folds(tmp_path, probabilities, labels)
-    config = SelectConfig(metric="roc_auc", candidates=["lin", "net"])
+    config = SelectConfig(metric="roc_auc", candidates=["lin", "net"], folds=[1, 2])
     with pytest.raises(DataError, match=r"no column\(s\) \['net'\].*dvc repro fold@1"):
         select.read_folds(folds, config, "label")
 

@@ -17,12 +17,20 @@ from ontime.config import StrictModel
 
 Prefer = Literal["higher_mean", "simpler", "cheaper"]
 
+# A fold's folder (data/folds/<k>/, written by ``ontime fold``): what select, the ensemble stage and the
+# backtest read.
+FOLD_PREDICTIONS = "predictions.parquet"  # every candidate's probabilities on the fold's test rows
+FOLD_VALID = "valid_predictions.parquet"  # their held-out probabilities on the fold's finetune_valid rows
+FOLD_INFO = "fold.json"  # windows, row counts, ROC AUCs
+FOLD_BASE = "base"  # the fold's trained network (train's output), for the backtest's strategies
+
 
 class SelectConfig(StrictModel):
     metric: Literal["roc_auc", "pr_auc", "log_loss", "brier", "f1"]
     candidates: list[str] = Field(min_length=1)
     folds: list[int] = Field(
-        default=[1, 2], description="walk-forward folds before the test window (1: the nearest); [] for none"
+        default=[1, 2, 3],
+        description="walk-forward folds before the test window (1: the nearest); [] for none",
     )
     fold_days: int = Field(default=30, ge=1, description="days in each fold's test window")
     prefer: Prefer = Field(

@@ -38,7 +38,7 @@ from ontime.config import seed as read_seed
 from ontime.config.clean import CleanConfig
 from ontime.config.data import DataConfig
 from ontime.config.evaluate import EvaluateConfig
-from ontime.config.select import SelectConfig
+from ontime.config.select import FOLD_INFO, FOLD_PREDICTIONS, SelectConfig
 from ontime.errors import DataError
 from ontime.evaluation.model_card import PARTS, card_markdown, describe_model, model_card
 from ontime.io import atomic_outputs, read_json, write_json
@@ -47,8 +47,6 @@ from ontime.lineage import md5, stage_params, upstream
 log = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = {"log_loss", "brier"}
-FOLD_PREDICTIONS = "predictions.parquet"  # in data/folds/<k>/ (ontime.training.folds)
-FOLD_INFO = "fold.json"
 # select.prefer: the order of the model families, first preferred (ties: the higher mean).
 FAMILY_ORDER = {
     "simpler": ("linear", "svm", "lightgbm", "torch", "ensemble"),
@@ -79,20 +77,35 @@ class Fold:
     info: dict[str, Any]
 
 
-def read_folds(folds_dir: str | Path, cfg: SelectConfig, target: str) -> list[Fold]:
+def read_folds(
+    folds_dir: str | Path, cfg: SelectConfig, target: str, ensemble_folds: str | Path | None = None
+) -> list[Fold]:
     """The folds of ``select.folds`` from ``folds_dir/<k>/``, checked: both classes on each fold's
-    rows, a probability for every candidate."""
+    rows, a probability for every candidate. The ensembles' fold predictions (cross-fitted: each
+    fold's weighted on the other folds) come from ``ensemble_folds`` (the ensemble stage's
+    ``folds.parquet``: a ``fold`` column, one column per ensemble, the folds' rows in order)."""
+    if ensemble_folds is not None and not Path(ensemble_folds).is_file():
+        raise DataError(f"{ensemble_folds}: not found; run the ensemble stage (dvc repro ensemble)")
+    extra = pl.read_parquet(ensemble_folds) if ensemble_folds is not None else None
     out = []
     for k in cfg.folds:
         path = Path(folds_dir) / str(k) / FOLD_PREDICTIONS
         if not path.is_file():
             raise DataError(f"{path}: not found; run the fold stages (dvc repro select)")
         df = pl.read_parquet(path)
+        if extra is not None:
+            rows = extra.filter(pl.col("fold") == k).drop("fold")
+            if rows.height != df.height:
+                raise DataError(
+                    f"{ensemble_folds}: {rows.height:,} rows for fold {k}, {path} has {df.height:,}; they "
+                    "come from different runs: re-run the ensemble stage (dvc repro ensemble)"
+                )
+            df = df.hstack(rows.select([c for c in rows.columns if c not in df.columns]))
         missing = [c for c in [target, *cfg.candidates] if c not in df.columns]
         if missing:
             raise DataError(
                 f"{path}: no column(s) {missing}; the fold ran with other candidates: re-run it "
-                f"(dvc repro fold@{k})"
+                f"(dvc repro fold@{k}; the ensembles' come from the ensemble stage's --ensemble-folds file)"
             )
         y = df.get_column(target).to_numpy().astype(np.int64)
         if not 0 < y.sum() < len(y):
@@ -269,6 +282,7 @@ def main(
     folds_dir: str | None,
     out_dir: str,
     metrics_path: str,
+    ensemble_folds: str | None = None,
 ) -> None:
     params = load_params(params_path)
     cfg = section(params, "select", SelectConfig, source=params_path)
@@ -287,7 +301,7 @@ def main(
         if folds_dir is None:
             raise DataError(f"select.folds is {cfg.folds}: pass --folds (the fold stages' folder)")
         kinds = {c: read_json(folders[c] / CANDIDATE_FILE)["kind"] for c in cfg.candidates}
-        selection = decide(read_folds(folds_dir, cfg, target), cfg, kinds, read_seed(params))
+        selection = decide(read_folds(folds_dir, cfg, target, ensemble_folds), cfg, kinds, read_seed(params))
     else:
         selection = by_validation(metrics, cfg, valid_part)
     name = selection["champion"]
@@ -310,6 +324,8 @@ def main(
     inputs[spec_path] = md5(Path(spec_path))
     if cfg.folds and folds_dir is not None:
         inputs |= {str(p): md5(p) for k in cfg.folds for p in [Path(folds_dir) / str(k) / FOLD_PREDICTIONS]}
+        if ensemble_folds is not None:
+            inputs[ensemble_folds] = md5(Path(ensemble_folds))
     lineage = upstream("select", check={evaluation: md5(Path(evaluation))})
     if lineage is None:
         log.warning("select: dvc.lock does not describe these inputs (not run by dvc repro): no lineage")
@@ -372,6 +388,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--folds", help="the fold stages' folder (data/folds/<k>/predictions.parquet); for select.folds"
     )
+    parser.add_argument(
+        "--ensemble-folds",
+        help="the ensemble stage's folds.parquet (the ensembles' cross-fitted fold predictions)",
+    )
     parser.add_argument("--out", required=True, help="champion folder")
     parser.add_argument("--metrics", required=True, help="JSON: the champion and its scores")
 
@@ -388,4 +408,5 @@ def run(args: argparse.Namespace) -> None:
         folds_dir=args.folds,
         out_dir=args.out,
         metrics_path=args.metrics,
+        ensemble_folds=args.ensemble_folds,
     )

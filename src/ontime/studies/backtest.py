@@ -34,6 +34,7 @@ import copy
 import datetime as dt
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +42,22 @@ import numpy as np
 import polars as pl
 
 from ontime import command
+from ontime.candidates.ensemble_model import combine
 from ontime.candidates.torch_model import load_torch_members, one
 from ontime.config import load_params, section, seed
 from ontime.config.backtest import BacktestConfig
+from ontime.config.ensemble import EnsembleConfig
 from ontime.config.finetune import FinetuneConfig
-from ontime.config.select import SelectConfig
+from ontime.config.select import FOLD_BASE, FOLD_INFO, FOLD_PREDICTIONS, FOLD_VALID, SelectConfig
 from ontime.config.split import SplitConfig, Window
 from ontime.config.train import TrainConfig
 from ontime.errors import DataError
 from ontime.io import atomic_outputs, read_json, write_json
 from ontime.spec import FeatureSpec, binary_labels, read_part
 from ontime.studies import markdown_table, roc_auc
+from ontime.training.ensemble import cross_fitted
 from ontime.training.finetune import finetune_members
-from ontime.training.folds import (
-    BASE_DIR,
-    FOLD_FILE,
-    PREDICTIONS_FILE,
-    fit_candidates,
-    fold_parts,
-    fold_windows,
-)
+from ontime.training.folds import fit_candidates, fold_parts, fold_windows
 from ontime.training.loop import Runtime, setup_runtime
 
 log = logging.getLogger(__name__)
@@ -114,9 +111,16 @@ def fitted_period(
     y = binary_labels(test, spec.target, f"backtest {name}: the test rows", fix="change backtest.folds")
     fitted = fit_candidates(parts, params, spec, rt, source=source, strategies=cfg.strategies)
     models = {**fitted.models, **fitted.strategies}
+    test_p = {n: np.asarray(m.predict_proba(test), dtype=np.float64) for n, m in models.items()}
     return {
-        "roc_auc": {n: roc_auc(y, m.predict_proba(test)) for n, m in models.items()},
+        "roc_auc": {n: roc_auc(y, p) for n, p in test_p.items()},
         "valid_roc_auc": fitted.valid_roc_auc,
+        "_members": _Members(
+            test=test_p,
+            y=y,
+            valid=fitted.valid_predictions,
+            y_valid=parts["finetune_valid"].get_column(spec.target).to_numpy(),
+        ),
         "positive_rate": round(float(y.mean()), 6),
         "models": fitted.extra,
         "_seconds": {k: round(v, 1) for k, v in fitted.seconds.items()},
@@ -127,10 +131,12 @@ def fitted_period(
 def read_period(
     name: str, frame: pl.DataFrame, valid_roc_auc: dict[str, float], bases: list[Any],
     parts: dict[str, pl.DataFrame], params: dict[str, Any], cfg: BacktestConfig, spec: FeatureSpec,
-    rt: Runtime, *, source: str,
+    rt: Runtime, *, source: str, valid_frame: pl.DataFrame | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A period the pipeline already fitted (a fold, or the test window): its candidates' predictions
-    as the pipeline wrote them, and the other strategies fine-tuned from its trained network."""
+    as the pipeline wrote them, and the other strategies fine-tuned from its trained network.
+    ``valid_frame``: a fold's held-out ``finetune_valid`` predictions (the ensembles are fitted
+    across the folds afterwards); the test window's ensembles are the pipeline's."""
     y = frame.get_column(spec.target).to_numpy()
     if not parts["test"].get_column(spec.target).equals(frame.get_column(spec.target)):
         raise DataError(
@@ -145,7 +151,15 @@ def read_period(
     scores |= {n: roc_auc(y, m.predict_proba(parts["test"])) for n, m in models.items()}
     valid_scores = {c: valid_roc_auc[c] for c in candidates}
     valid_scores |= {n: roc_auc(y_valid, m.predict_proba(valid)) for n, m in models.items()}
+    members = None
+    if valid_frame is not None:
+        members = _Members(
+            test={c: frame.get_column(c).to_numpy().astype(np.float64) for c in candidates}, y=y,
+            valid={c: valid_frame.get_column(c).to_numpy().astype(np.float64) for c in candidates},
+            y_valid=y_valid,
+        )  # fmt: skip
     return {
+        "_members": members,
         "roc_auc": scores,
         "valid_roc_auc": valid_scores,
         "positive_rate": round(float(y.mean()), 6),
@@ -153,6 +167,31 @@ def read_period(
         "_seconds": {"strategies": round(seconds, 1)},
         "reused": True,
     }
+
+
+@dataclass
+class _Members:
+    """A fold period's member candidates' probabilities: on its test rows and held out on its
+    ``finetune_valid`` rows (what the ensembles combine)."""
+
+    test: dict[str, np.ndarray]
+    y: np.ndarray
+    valid: dict[str, np.ndarray]
+    y_valid: np.ndarray
+
+
+def add_ensembles(periods: list[dict[str, Any]], cfg: EnsembleConfig) -> None:
+    """Each fold period's ensembles, as the pipeline's are fitted: weights on the members' test
+    predictions of the other fold periods (never the period's own rows), applied to the period's
+    test and held-out validation predictions."""
+    folds = {i: m["_members"] for i, m in enumerate(periods) if m.get("_members") is not None}
+    blocks = {i: (np.column_stack([f.test[c] for c in cfg.members]), f.y) for i, f in folds.items()}
+    for method in cfg.methods:
+        for i, state in cross_fitted(method, blocks, cfg).items():
+            f, name = folds[i], f"ens_{method}"
+            periods[i]["roc_auc"][name] = roc_auc(f.y, combine(method, blocks[i][0], state))
+            valid = np.column_stack([f.valid[c] for c in cfg.members])
+            periods[i]["valid_roc_auc"][name] = roc_auc(f.y_valid, combine(method, valid, state))
 
 
 def summarise(periods: list[dict[str, Any]], strategies: list[str], chosen: str) -> dict[str, Any]:
@@ -306,16 +345,18 @@ def main(
         log.info("backtest %s: %s", name, {p: d.height for p, d in parts.items()})
         folder = Path(folds_dir) / str(k)
         if k in select_cfg.folds:
-            if not (folder / PREDICTIONS_FILE).is_file():
+            if not (folder / FOLD_PREDICTIONS).is_file():
                 raise DataError(f"{folder}: no fold output; run the pipeline first (dvc repro)")
             period = read_period(
-                name, pl.read_parquet(folder / PREDICTIONS_FILE),
-                read_json(folder / FOLD_FILE)["valid_roc_auc"], load_torch_members(folder / BASE_DIR),
+                name, pl.read_parquet(folder / FOLD_PREDICTIONS),
+                read_json(folder / FOLD_INFO)["valid_roc_auc"], load_torch_members(folder / FOLD_BASE),
                 parts, params, cfg, spec, rt, source=params_path,
+                valid_frame=pl.read_parquet(folder / FOLD_VALID),
             )  # fmt: skip
         else:
             period = fitted_period(name, parts, params, cfg, spec, rt, source=params_path)
         periods.append({"period": name, "rows": {p: d.height for p, d in parts.items()}, **period})
+    add_ensembles(periods, section(params, "ensemble", EnsembleConfig, source=params_path))
     parts = {p: read_part(split_dir, p, spec) for p in PARTS}
     name = label(TEST, split_cfg.windows["test"])
     evaluated = read_json(evaluation)

@@ -4,19 +4,21 @@ Select compares the candidates on folds that lie before the test window, not on 
 validation rows. Fold ``k`` (an item of ``select.folds``) is the split moved back in time: every
 window of ``split.windows`` ends ``k * select.fold_days`` days earlier (the training window keeps
 its start, as the final fit's does), so its test window is the ``k``-th stretch of ``fold_days``
-days before the pipeline's test window. In it, every candidate is fitted as its stage fits it, by
-the stage's own function (:func:`fit_candidates`: ``train.train_members``,
+days before the pipeline's test window. In it, every member candidate is fitted as its stage fits
+it, by the stage's own function (:func:`fit_candidates`: ``train.train_members``,
 ``finetune.finetune_members``, ``baseline.train_baseline``, ``linear.train_linear``,
-``svm.train_svm``, ``ensemble.build``) with the params of the run, on the fold's parts (cut by
-``split.split`` with the run's validation rule), and scored on the fold's test window, which none
-of them saw: preprocessing, vocabularies, early stopping, refits, ensemble weights and the stacker
-see the fold's training and validation rows only. The backtest study calls the same function.
+``svm.train_svm``) with the params of the run, on the fold's parts (cut by ``split.split`` with the
+run's validation rule), and scored on the fold's test window, which none of them saw:
+preprocessing, vocabularies, early stopping and refits see the fold's training and validation rows
+only. The ensembles come after the folds (the ensemble stage): their weights are fitted on these
+test predictions, each fold's own on the other folds'. The backtest study calls the same function.
 
 Writes ``<out>/predictions.parquet`` (the time column, the target and one probability column per
-candidate, rows in time order), ``<out>/fold.json`` (the windows, rows, each candidate's ROC AUC on
-the fold's test window and on the fold's validation rows) and ``<out>/base/`` (the trained network
-before fine-tuning, which the backtest study fine-tunes with its other strategies). Nothing is
-checkpointed; LightGBM's CV is off (the folds are a CV of their own).
+candidate, rows in time order), ``<out>/valid_predictions.parquet`` (the target and each
+candidate's held-out probabilities on the fold's ``finetune_valid`` rows), ``<out>/fold.json`` (the
+windows, rows, each candidate's ROC AUC on the fold's test window and on its validation rows) and
+``<out>/base/`` (the trained network before fine-tuning, which the backtest study fine-tunes with
+its other strategies). Nothing is checkpointed; LightGBM's CV is off (the folds are a CV of their own).
 """
 
 from __future__ import annotations
@@ -39,12 +41,11 @@ from ontime.candidates import VALID_PART, Candidate, validation_predictions
 from ontime.candidates.torch_model import TorchCandidate, one, save_seed_bag
 from ontime.config import load_params, section, seed
 from ontime.config.baseline import BaselineConfig
-from ontime.config.ensemble import EnsembleConfig
 from ontime.config.finetune import FinetuneConfig
 from ontime.config.linear import LinearConfig
 from ontime.config.model import model_section
 from ontime.config.preprocess import PreprocessConfig
-from ontime.config.select import SelectConfig
+from ontime.config.select import FOLD_BASE, FOLD_INFO, FOLD_PREDICTIONS, FOLD_VALID, SelectConfig
 from ontime.config.split import SplitConfig, SplitName, Window
 from ontime.config.svm import SVMConfig
 from ontime.config.train import TrainConfig
@@ -54,7 +55,6 @@ from ontime.evaluation.metrics import roc_auc
 from ontime.io import atomic_outputs, read_json, write_json, write_parquet
 from ontime.spec import FeatureSpec, binary_labels, mask_optional
 from ontime.training.baseline import train_baseline
-from ontime.training.ensemble import build as build_ensembles
 from ontime.training.finetune import finetune_members
 from ontime.training.linear import train_linear
 from ontime.training.loop import Runtime, setup_runtime
@@ -62,10 +62,6 @@ from ontime.training.svm import train_svm
 from ontime.training.train import refit_rows, train_members
 
 log = logging.getLogger(__name__)
-
-PREDICTIONS_FILE = "predictions.parquet"
-FOLD_FILE = "fold.json"
-BASE_DIR = "base"  # the fold's trained network (train's output), for the backtest's strategies
 
 
 def fold_windows(windows: Mapping[SplitName, Window], k: int, days: int) -> dict[SplitName, Window]:
@@ -94,13 +90,16 @@ def fold_windows(windows: Mapping[SplitName, Window], k: int, days: int) -> dict
 
 @dataclass
 class Fitted:
-    """Every candidate fitted on one set of parts (by its selection name), the fine-tuned models of
-    further strategies (``finetuned_<strategy>``), each model's validation figures and fit seconds."""
+    """Every member candidate fitted on one set of parts (by its selection name), the fine-tuned
+    models of further strategies (``finetuned_<strategy>``), each model's held-out ``finetune_valid``
+    probabilities and ROC AUC, and fit seconds. The ensembles are fitted across folds
+    (``ontime.training.ensemble.cross_fitted``), not here."""
 
     models: dict[str, Candidate]
     bases: list[TorchCandidate] = field(default_factory=list)  # the trained network(s) before fine-tuning
     strategies: dict[str, Candidate] = field(default_factory=dict)
     valid_roc_auc: dict[str, float] = field(default_factory=dict)
+    valid_predictions: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -114,17 +113,16 @@ def fit_candidates(
     source: str,
     strategies: list[str] | tuple[str, ...] = (),
 ) -> Fitted:
-    """Fit every candidate on ``parts`` (``split.split``'s) as the pipeline's stages fit them.
+    """Fit every member candidate on ``parts`` (``split.split``'s) as the pipeline's stages fit them.
 
     ``base`` (train), ``finetuned`` (finetune, ``finetune.strategy``), ``lgbm_train`` and
-    ``lgbm_all`` (baseline, its CV off), ``linear``, ``svm`` and the ensembles of
-    ``ensemble.methods`` over ``ensemble.members``, fitted on ``finetune_valid`` as the ensemble
-    stage fits them. ``strategies``: further fine-tuning strategies, fitted from the same base.
+    ``lgbm_all`` (baseline, its CV off), ``linear`` and ``svm``. The ensembles are not fitted here:
+    their weights come from the members' predictions on the other folds. ``strategies``: further
+    fine-tuning strategies, fitted from the same base.
     """
     seed_ = seed(params)
     train_cfg = section(params, "train", TrainConfig, source=source)
     ft_cfg = section(params, "finetune", FinetuneConfig, source=source)
-    ens_cfg = section(params, "ensemble", EnsembleConfig, source=source)
     pre_cfg = section(params, "preprocess", PreprocessConfig, source=source)
     base_cfg = section(params, "baseline", BaselineConfig, source=source).model_copy(update={"cv_folds": 0})
     lin_cfg = section(params, "linear", LinearConfig, source=source)
@@ -182,24 +180,11 @@ def fit_candidates(
     out.models["svm"], _ = train_svm(parts, spec, pre_cfg, svm_cfg, seed_)
     out.seconds["svm"] = time.perf_counter() - started
 
-    unknown = [m for m in ens_cfg.members if m not in out.models]
-    if unknown:
-        raise ConfigError(
-            f"ensemble.members {unknown}: the folds fit {sorted(out.models)}; list only those in "
-            "ensemble.members"
-        )
-    started = time.perf_counter()
-    ensembles, _ = build_ensembles(
-        ens_cfg, [out.models[m] for m in ens_cfg.members], parts[VALID_PART], spec.target
-    )
-    out.seconds["ensembles"] = time.perf_counter() - started
-    out.models |= {ens.name: ens for ens in ensembles}
-
     valid = parts[VALID_PART]
     y_valid = valid.get_column(spec.target).to_numpy()
     for name, fitted in {**out.models, **out.strategies}.items():
-        p = validation_predictions(fitted, valid, VALID_PART)
-        out.valid_roc_auc[name] = round(roc_auc(y_valid, p), 6)
+        out.valid_predictions[name] = validation_predictions(fitted, valid, VALID_PART)
+        out.valid_roc_auc[name] = round(roc_auc(y_valid, out.valid_predictions[name]), 6)
     return out
 
 
@@ -257,15 +242,25 @@ def main(params_path: str, fold: int, features_dir: str, out_dir: str) -> None:
     }
     with atomic_outputs(out_dir) as (tmp,):
         tmp.mkdir()
-        write_parquet(frame, tmp / PREDICTIONS_FILE)
-        write_json(tmp / FOLD_FILE, info)
+        write_parquet(frame, tmp / FOLD_PREDICTIONS)
+        valid = parts[VALID_PART]
+        write_parquet(
+            pl.DataFrame(
+                {
+                    spec.target: valid.get_column(spec.target),
+                    **{name: fitted.valid_predictions[name] for name in sorted(fitted.models)},
+                }
+            ),
+            tmp / FOLD_VALID,
+        )
+        write_json(tmp / FOLD_INFO, info)
         # the trained network, which the backtest study fine-tunes with its other strategies
         base_info = {"trained_on": ["train", *(["train_valid"] if train_cfg.refit else [])],
                      "validated_on": "train_valid"}  # fmt: skip
         if len(fitted.bases) == 1:
-            fitted.bases[0].save(tmp / BASE_DIR, **base_info)
+            fitted.bases[0].save(tmp / FOLD_BASE, **base_info)
         else:
-            save_seed_bag(tmp / BASE_DIR, name="base", members=fitted.bases, **base_info)
+            save_seed_bag(tmp / FOLD_BASE, name="base", members=fitted.bases, **base_info)
     for name, auc in info["roc_auc"].items():
         log.info("fold %d: %-14s ROC AUC %.4f", fold, name, auc)
     log.info("fold %d: seconds %s", fold, {k: round(v, 1) for k, v in fitted.seconds.items()})
