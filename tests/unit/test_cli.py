@@ -109,8 +109,10 @@ def test_the_runner_passes_options_by_keyword(monkeypatch: pytest.MonkeyPatch) -
             "folds_dir": ns.folds,
             "out_dir": ns.out,
             "metrics_path": ns.metrics,
+            "ensemble_folds": ns.ensemble_folds,
         }
     ]
+    assert ns.ensemble_folds == "models/ensemble/folds.parquet"
     assert len(ns.candidate) == 8
 
 

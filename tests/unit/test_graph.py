@@ -39,8 +39,8 @@ IMPORTS_OTHER_STAGES = {
     "tune": {"train"},  # train(): every trial is the train stage's fit
     "package": {"clean", "collect", "featurize"},  # the service validates and featurizes requests as they do
     "svm": {"linear"},  # fit_preprocessor, FITTING: the linear candidate's inputs and rows
-    "fold": {"split", "train", "finetune", "baseline", "linear", "svm", "ensemble"},  # each stage's fitting
-    # fit_candidates (the folds' function) and the stages' fitting it calls
+    "fold": {"split", "train", "finetune", "baseline", "linear", "svm"},  # each member stage's fitting
+    # fit_candidates (the folds' function), the stages' fitting it calls, and the ensembles' cross-fitting
     "backtest": {"fold", "split", "train", "finetune", "baseline", "linear", "svm", "ensemble"},
     "strategies": {"train", "finetune"},  # finetune_members (finetune imports train)
     "learning_curve": {"train", "baseline"},  # train_members, fit_lightgbm

@@ -172,7 +172,9 @@ def build(root: Path, *, shuffle_predictions: bool = False) -> Run:
     _candidate(models / "ens/members/base", torch_info, torch_files)
     _candidate(models / "ens/members/lgbm", lgbm_info)
 
-    # Two folds (ontime fold's output): the same three models on earlier rows; the ensemble best.
+    # Two folds (ontime fold's output): the members on earlier rows; the ensemble's fold predictions
+    # come from the ensemble stage's folds.parquet (weighted on the other fold). The ensemble best.
+    ensemble_folds = []
     for k, start in ((1, dt.datetime(2013, 10, 31)), (2, dt.datetime(2013, 10, 1))):
         df = _part(rng, 700, start, 30, 0.2)
         x = df.get_column("x").to_numpy()
@@ -181,20 +183,23 @@ def build(root: Path, *, shuffle_predictions: bool = False) -> Run:
         fold = root / "folds" / str(k)
         fold.mkdir(parents=True)
         write_parquet(
-            df.select("when", "label").with_columns(
-                pl.Series("base", base), pl.Series("ens", WEIGHTS[0] * base + WEIGHTS[1] * lgbm),
-                pl.Series("lgbm", lgbm),
-            ),
+            df.select("when", "label").with_columns(pl.Series("base", base), pl.Series("lgbm", lgbm)),
             fold / "predictions.parquet",
-        )  # fmt: skip
+        )
+        ensemble_folds.append(
+            pl.DataFrame({"fold": [k] * df.height, "ens": WEIGHTS[0] * base + WEIGHTS[1] * lgbm})
+        )
         end = start + dt.timedelta(days=30)
         test_window = {"start": str(start.date()), "end": str(end.date())}
         write_json(fold / "fold.json", {"windows": {"test": test_window}})
 
-    params = write_params(root / "params.yaml", ["select.candidates=[base,lgbm,ens]"])
+    write_parquet(pl.concat(ensemble_folds), root / "ensemble_folds.parquet")
+
+    params = write_params(root / "params.yaml", ["select.candidates=[base,lgbm,ens]", "select.folds=[1,2]"])
     args = [
         str(params), str(root / "evaluate.json"), candidates, str(split), str(root / "spec.json"),
         str(out), str(root / "folds"), str(root / "out/champion"), str(root / "out/select.json"),
+        str(root / "ensemble_folds.parquet"),
     ]  # fmt: skip
     return Run(root, args, parts["test"], preds["valid"], metrics)
 
@@ -266,7 +271,9 @@ def test_the_fold_table_holds_each_candidates_fold_figures(run: Run) -> None:
         scores = []
         for k in (1, 2):
             df = pl.read_parquet(run.root / "folds" / str(k) / "predictions.parquet")
-            scores.append(roc_auc(df.get_column("label").to_numpy(), df.get_column(name).to_numpy()))
+            ens = pl.read_parquet(run.root / "ensemble_folds.parquet").filter(pl.col("fold") == k)
+            p = (ens if name == "ens" else df).get_column(name).to_numpy()
+            scores.append(roc_auc(df.get_column("label").to_numpy(), p))
             assert rows[f"`{name}`"][f"fold {k}"] == f"{scores[-1]:.4f}"
         assert rows[f"`{name}`"]["mean"] == f"{np.mean(scores):.4f}"
     card = run.card()["selection"]

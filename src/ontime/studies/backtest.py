@@ -186,12 +186,12 @@ def add_ensembles(periods: list[dict[str, Any]], cfg: EnsembleConfig) -> None:
     test and held-out validation predictions."""
     folds = {i: m["_members"] for i, m in enumerate(periods) if m.get("_members") is not None}
     blocks = {i: (np.column_stack([f.test[c] for c in cfg.members]), f.y) for i, f in folds.items()}
+    valid = {i: np.column_stack([f.valid[c] for c in cfg.members]) for i, f in folds.items()}
     for method in cfg.methods:
         for i, state in cross_fitted(method, blocks, cfg).items():
-            f, name = folds[i], f"ens_{method}"
-            periods[i]["roc_auc"][name] = roc_auc(f.y, combine(method, blocks[i][0], state))
-            valid = np.column_stack([f.valid[c] for c in cfg.members])
-            periods[i]["valid_roc_auc"][name] = roc_auc(f.y_valid, combine(method, valid, state))
+            name = f"ens_{method}"
+            periods[i]["roc_auc"][name] = roc_auc(folds[i].y, combine(method, blocks[i][0], state))
+            periods[i]["valid_roc_auc"][name] = roc_auc(folds[i].y_valid, combine(method, valid[i], state))
 
 
 def summarise(periods: list[dict[str, Any]], strategies: list[str], chosen: str) -> dict[str, Any]:

@@ -143,15 +143,13 @@ def build(
     out: list[EnsembleCandidate] = []
     metrics: dict[str, Any] = {}
     on_folds: dict[str, dict[int, np.ndarray]] = {}
+    if folds:
+        P_folds = np.vstack([b[0] for b in folds.values()])
+        y_folds = np.concatenate([b[1] for b in folds.values()])
     for method in cfg.methods:
         name = f"ens_{method}"
         if folds:
-            state = fit_state(
-                method,
-                np.vstack([b[0] for b in folds.values()]),
-                np.concatenate([b[1] for b in folds.values()]),
-                cfg,
-            )
+            state = fit_state(method, P_folds, y_folds, cfg)
             held_out = combine(method, P, state)  # no validation row fitted the weights
             states = cross_fitted(method, folds, cfg)
             on_folds[name] = {k: combine(method, folds[k][0], st) for k, st in states.items()}
