@@ -56,10 +56,13 @@ def test_backtest_walks_forward_over_the_folds_and_the_test_window(studied: Path
         assert set(m["roc_auc"]) == candidates | {"finetuned_adapter"}, m["period"]  # finetuned: head
         assert all(0.5 < auc < 1 for auc in m["roc_auc"].values()), m["roc_auc"]
         assert m["models"]["finetuned_adapter"]["trainable_parameters"] > 0
-    # a reused fold scores exactly what the fold stage predicted; the test window is evaluate's
+    # a reused fold scores its members exactly as the fold stage predicted them (its ensembles are
+    # weighted on the backtest's other fold periods); the test window is evaluate's
+    members = candidates - {"ens_weighted", "ens_stacking"}
     fold = pl.read_parquet(studied / "data/folds/1/predictions.parquet")
+    assert set(fold.columns) == members | {"time_hour", "label"}
     y = fold.get_column("label").to_numpy()
-    for name in candidates:
+    for name in members:
         assert periods[2]["roc_auc"][name] == pytest.approx(roc_auc_score(y, fold.get_column(name)), abs=1e-6)
     evaluated = json.loads((studied / "metrics/evaluate.json").read_text())
     for name in candidates:
